@@ -1,0 +1,227 @@
+"""The ``TaskTracker`` document (collection ``task_trackers``), its enums and seed 003's
+queries. Stored field names are seed 003's camelCase; Python attributes are snake_case."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from beanie import Document, SortDirection
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from tracker.clock import as_utc, new_execution_id, seconds, utcnow
+from tracker.constants import COLLECTION, DEFAULT_MAX_RETRIES, MESSAGE_VERSION
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DLQ = "dlq"
+    ARCHIVED = "archived"
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or processing: the execution still has work ahead of it."""
+        return self in (TaskStatus.QUEUED, TaskStatus.PROCESSING)
+
+
+class ErrorCategory(StrEnum):
+    TRANSIENT = "transient"
+    VALIDATION = "validation"
+    PROCESSING = "processing"
+    INFRASTRUCTURE = "infrastructure"
+    PARTNER_API = "partner_api"
+    UNKNOWN = "unknown"
+
+
+class HistoryEntry(BaseModel):
+    """One status change, as seed 004's status Log keeps them."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: TaskStatus
+    at: datetime
+    message: str = ""
+    worker: str | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+
+def _index(*keys: tuple[str, int], **options: Any) -> IndexModel:
+    """An index named as MongoDB names it by default, so names are predictable."""
+    name = "_".join(f"{field}_{direction}" for field, direction in keys)
+    return IndexModel(list(keys), name=name, **options)
+
+
+# Each index and the query it serves; tests/test_indexes.py checks that every query the store
+# issues is served by one of them.
+INDEXES: list[IndexModel] = [
+    # seed 003: the primary unique constraint
+    _index(("taskId", ASCENDING), ("executionId", ASCENDING), unique=True),
+    # seed 003: deduplication (latest execution of a task in a status)
+    _index(("taskId", ASCENDING), ("status", ASCENDING), ("enqueuedAt", DESCENDING)),
+    # seed 003: queue operations and get_queue_stats
+    _index(("queueName", ASCENDING), ("status", ASCENDING), ("enqueuedAt", DESCENDING)),
+    # seed 003: stuck detection across queues (the sweeper)
+    _index(("status", ASCENDING), ("processingStartedAt", ASCENDING)),
+    # seed 003: error analysis
+    _index(("errorCategory", ASCENDING), ("failedAt", DESCENDING)),
+    # seed 003: retry chain
+    _index(("taskId", ASCENDING), ("createdAt", ASCENDING)),
+    # seed 003: monitoring by status
+    _index(("status", ASCENDING), ("updatedAt", DESCENDING)),
+    # idempotency: every lookup by executionId
+    _index(("executionId", ASCENDING), unique=True),
+    # one active execution per task, enforced by the database: the field exists only while
+    # the execution is queued or processing
+    _index(
+        ("activeKey", ASCENDING),
+        unique=True,
+        partialFilterExpression={"activeKey": {"$exists": True}},
+    ),
+    # stuck detection in one queue (find_stuck_tasks)
+    _index(("queueName", ASCENDING), ("status", ASCENDING), ("processingStartedAt", ASCENDING)),
+    # retention: MongoDB deletes a document once expiresAt has passed
+    _index(("expiresAt", ASCENDING), expireAfterSeconds=0),
+]
+
+
+class TaskTracker(Document):
+    """One execution attempt of a task. ``task_id`` is the business identity, stable across
+    retries; ``execution_id`` is new for every attempt."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    task_id: str = Field(alias="taskId", min_length=1)
+    execution_id: str = Field(default_factory=new_execution_id, alias="executionId")
+    queue_name: str = Field(alias="queueName", min_length=1)
+    message_version: str = Field(default=MESSAGE_VERSION, alias="messageVersion")
+    status: TaskStatus = TaskStatus.QUEUED
+
+    enqueued_at: datetime = Field(default_factory=utcnow, alias="enqueuedAt")
+    processing_started_at: datetime | None = Field(default=None, alias="processingStartedAt")
+    completed_at: datetime | None = Field(default=None, alias="completedAt")
+    failed_at: datetime | None = Field(default=None, alias="failedAt")
+    archived_at: datetime | None = Field(default=None, alias="archivedAt")
+
+    retry_count: int = Field(default=0, alias="retryCount", ge=0)
+    max_retries: int | None = Field(default=None, alias="maxRetries", ge=0)
+    last_retry_at: datetime | None = Field(default=None, alias="lastRetryAt")
+
+    error_message: str | None = Field(default=None, alias="errorMessage")
+    error_category: ErrorCategory | None = Field(default=None, alias="errorCategory")
+    error_stack: str | None = Field(default=None, alias="errorStack")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    archived_reason: str | None = Field(default=None, alias="archivedReason")
+    archived_by: str | None = Field(default=None, alias="archivedBy")
+
+    created_at: datetime = Field(default_factory=utcnow, alias="createdAt")
+    updated_at: datetime = Field(default_factory=utcnow, alias="updatedAt")
+
+    # Beyond seed 003 (see docs/design.md for why each exists).
+    history: list[HistoryEntry] = Field(default_factory=list)
+    payload: Any = None
+    result: Any = None
+    active_key: str | None = Field(default=None, alias="activeKey")
+    claim_token: str | None = Field(default=None, alias="claimToken")
+    claimed_by: str | None = Field(default=None, alias="claimedBy")
+    lease_expires_at: datetime | None = Field(default=None, alias="leaseExpiresAt")
+    timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds")
+    next_execution_id: str | None = Field(default=None, alias="nextExecutionId")
+    scheduled_for: datetime | None = Field(default=None, alias="scheduledFor")
+    expires_at: datetime | None = Field(default=None, alias="expiresAt")
+
+    class Settings:
+        name = COLLECTION
+        # A None field is left out of the stored document: activeKey must be absent, not
+        # null, when the execution is not active, or the partial unique index would see it.
+        keep_nulls = False
+        indexes: ClassVar[list[IndexModel]] = INDEXES
+
+    @field_validator(
+        "enqueued_at",
+        "processing_started_at",
+        "completed_at",
+        "failed_at",
+        "archived_at",
+        "last_retry_at",
+        "created_at",
+        "updated_at",
+        "lease_expires_at",
+        "scheduled_for",
+        "expires_at",
+    )
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def effective_max_retries(self) -> int:
+        return DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries
+
+    def can_retry(self) -> bool:
+        """Seed 003's ``canRetry``: another attempt is allowed after this one."""
+        return self.retry_count < self.effective_max_retries()
+
+    def is_stuck(self, timeout: float | timedelta = 30 * 60) -> bool:
+        """Seed 003's ``isStuck``: processing for longer than ``timeout`` (default 30 min)."""
+        if self.status is not TaskStatus.PROCESSING or self.processing_started_at is None:
+            return False
+        return (utcnow() - self.processing_started_at).total_seconds() > seconds(timeout)
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored form: camelCase names, None fields left out."""
+        data: dict[str, Any] = self.model_dump(
+            by_alias=True, exclude_none=True, exclude={"id", "revision_id"}
+        )
+        return data
+
+    @classmethod
+    async def find_retry_chain(cls, task_id: str) -> list[TaskTracker]:
+        """Every execution of ``task_id``, oldest first (seed 003's ``findRetryChain``)."""
+        chain = (
+            await cls.find({"taskId": task_id})
+            .sort([("createdAt", SortDirection.ASCENDING)])
+            .to_list()
+        )
+        # createdAt has millisecond resolution; retryCount orders attempts made within one.
+        return sorted(chain, key=lambda doc: (doc.created_at, doc.retry_count))
+
+    @classmethod
+    async def find_stuck_tasks(
+        cls, queue_name: str, timeout: float | timedelta = 30 * 60
+    ) -> list[TaskTracker]:
+        """Executions of ``queue_name`` processing for longer than ``timeout``."""
+        threshold = utcnow() - timedelta(seconds=seconds(timeout))
+        return await cls.find(
+            {
+                "queueName": queue_name,
+                "status": TaskStatus.PROCESSING.value,
+                "processingStartedAt": {"$lt": threshold},
+            }
+        ).to_list()
+
+    @classmethod
+    async def get_queue_stats(cls, queue_name: str) -> dict[str, int]:
+        """Executions of ``queue_name`` per status, every status present (seed 003)."""
+        stats = {status.value: 0 for status in TaskStatus}
+        rows = (
+            await cls.find({"queueName": queue_name})
+            .aggregate([{"$group": {"_id": "$status", "count": {"$sum": 1}}}])
+            .to_list()
+        )
+        for row in rows:
+            stats[str(row["_id"]).lower()] = int(row["count"])
+        return stats
+
+    @classmethod
+    async def find_execution(cls, execution_id: str) -> TaskTracker | None:
+        return await cls.find_one({"executionId": execution_id})

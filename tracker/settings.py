@@ -1,0 +1,84 @@
+"""Settings read from the environment (``TRACKER_*``), as one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+from urllib.parse import urlsplit
+
+from tracker.constants import DEFAULT_AMQP_URL, DEFAULT_DATABASE, DEFAULT_METRICS_PORT
+from tracker.errors import ConfigurationError
+
+LogFormat = Literal["json", "console"]
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the tracker stores its documents, which broker it talks to, and how it reports.
+
+    ``mongodb_url`` ``None`` means the in-memory MongoDB: one process only, nothing persists.
+    """
+
+    mongodb_url: str | None = None
+    database: str = DEFAULT_DATABASE
+    amqp_url: str = DEFAULT_AMQP_URL
+    metrics_port: int = DEFAULT_METRICS_PORT
+    log_format: LogFormat = "console"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``TRACKER_MONGODB_URL``, ``TRACKER_DATABASE``, ``TRACKER_AMQP_URL``,
+        ``TRACKER_METRICS_PORT``, ``TRACKER_LOG_FORMAT`` and ``TRACKER_LOG_LEVEL``."""
+        env = os.environ if environ is None else environ
+        settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
+        if database := env.get("TRACKER_DATABASE"):
+            settings = replace(settings, database=database)
+        if amqp_url := env.get("TRACKER_AMQP_URL"):
+            settings = replace(settings, amqp_url=amqp_url)
+        if port := env.get("TRACKER_METRICS_PORT"):
+            settings = replace(settings, metrics_port=_parse_port(port))
+        if log_format := env.get("TRACKER_LOG_FORMAT"):
+            if log_format not in ("json", "console"):
+                raise ConfigurationError(
+                    f"TRACKER_LOG_FORMAT must be 'json' or 'console', not {log_format!r}"
+                )
+            settings = replace(settings, log_format=log_format)  # type: ignore[arg-type]
+        if log_level := env.get("TRACKER_LOG_LEVEL"):
+            if log_level.upper() not in _LOG_LEVELS:
+                raise ConfigurationError(
+                    f"TRACKER_LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}, not {log_level!r}"
+                )
+            settings = replace(settings, log_level=log_level.upper())
+        return settings
+
+    @classmethod
+    def from_dsn(cls, mongodb_url: str | None) -> Settings:
+        """Settings for ``mongodb_url``; a database named in its path becomes ``database``."""
+        if mongodb_url is None:
+            return cls()
+        parts = urlsplit(mongodb_url)
+        if parts.scheme not in ("mongodb", "mongodb+srv"):
+            raise ConfigurationError(
+                f"TRACKER_MONGODB_URL must start with mongodb:// or mongodb+srv://, "
+                f"got {mongodb_url!r}"
+            )
+        database = parts.path.lstrip("/") or DEFAULT_DATABASE
+        return cls(mongodb_url=mongodb_url, database=database)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.mongodb_url is None
+
+
+def _parse_port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigurationError(f"TRACKER_METRICS_PORT must be a number, not {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"TRACKER_METRICS_PORT must be 0..65535, not {port}")
+    return port

@@ -1,0 +1,160 @@
+"""Creating executions (with enqueue-time deduplication) and waiting for tasks to finish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from beanie import SortDirection
+from pymongo.errors import DuplicateKeyError
+
+from tracker import db
+from tracker.clock import new_execution_id, seconds, utcnow
+from tracker.constants import MAX_PAYLOAD_BYTES, MESSAGE_VERSION
+from tracker.errors import ConfigurationError, WaitTimeoutError
+from tracker.models import TaskStatus, TaskTracker
+from tracker.states import INITIAL_STATUSES, history_entry
+
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.DLQ, TaskStatus.ARCHIVED})
+
+
+class PayloadTooLargeError(ConfigurationError, ValueError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes encoded, over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Created:
+    """An execution returned by ``create_execution``; ``deduplicated`` when it already
+    existed (an active execution of the task, or a recent completion in the window)."""
+
+    execution: TaskTracker
+    deduplicated: bool
+
+
+def encode_payload(payload: Any, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The JSON message body for ``payload``; raises if it is not JSON or over ``limit``."""
+    try:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"payload is not JSON-serialisable: {exc}") from exc
+    if len(body) > limit:
+        raise PayloadTooLargeError(len(body), limit)
+    return body
+
+
+async def create_execution(
+    task_id: str,
+    queue_name: str,
+    payload: Any = None,
+    *,
+    execution_id: str | None = None,
+    status: TaskStatus = TaskStatus.QUEUED,
+    metadata: dict[str, Any] | None = None,
+    max_retries: int | None = None,
+    retry_count: int = 0,
+    message_version: str = MESSAGE_VERSION,
+    dedupe_window: float | timedelta | None = None,
+    history_message: str = "enqueued",
+    fields: dict[str, Any] | None = None,
+) -> Created:
+    """Insert a new execution of ``task_id``, unless the task already has an active one, in
+    which case that one is returned with ``deduplicated=True``. With ``dedupe_window``, an
+    execution completed within that window is returned the same way.
+
+    The database decides: the insert sets ``activeKey`` under a unique partial index, so
+    concurrent creations of one task yield exactly one active execution.
+    """
+    if status not in INITIAL_STATUSES:
+        raise ConfigurationError(f"an execution cannot be created as {status.value!r}")
+    if dedupe_window is not None:
+        recent = await find_recent_completion(task_id, dedupe_window)
+        if recent is not None:
+            return Created(recent, deduplicated=True)
+    now = utcnow()
+    execution = TaskTracker(
+        task_id=task_id,
+        execution_id=execution_id or new_execution_id(),
+        queue_name=queue_name,
+        message_version=message_version,
+        status=status,
+        enqueued_at=now,
+        retry_count=retry_count,
+        max_retries=max_retries,
+        last_retry_at=now if retry_count > 0 else None,
+        metadata=metadata or {},
+        payload=payload,
+        created_at=now,
+        updated_at=now,
+        active_key=task_id if status.is_active else None,
+    )
+    document = execution.to_document()
+    document["history"] = [history_entry(status, now, history_message)]
+    document.update(fields or {})
+    for _ in range(3):
+        try:
+            await db.collection().insert_one(document)
+        except DuplicateKeyError:
+            document.pop("_id", None)
+            existing = await _find_conflict(task_id, execution.execution_id)
+            if existing is not None:
+                return Created(existing, deduplicated=True)
+            # The conflicting execution finished between our insert and the lookup.
+            continue
+        return Created(TaskTracker.model_validate(document), deduplicated=False)
+    raise ConfigurationError(f"could not create an execution of {task_id!r}: it keeps conflicting")
+
+
+async def _find_conflict(task_id: str, execution_id: str) -> TaskTracker | None:
+    same_execution = await TaskTracker.find_execution(execution_id)
+    if same_execution is not None:
+        return same_execution
+    return await TaskTracker.find_one({"activeKey": task_id})
+
+
+async def find_recent_completion(task_id: str, window: float | timedelta) -> TaskTracker | None:
+    """The latest completed execution of ``task_id`` if it completed within ``window``."""
+    latest = (
+        await TaskTracker.find({"taskId": task_id, "status": TaskStatus.COMPLETED.value})
+        .sort([("enqueuedAt", SortDirection.DESCENDING)])
+        .limit(1)
+        .to_list()
+    )
+    if not latest or latest[0].completed_at is None:
+        return None
+    since = utcnow() - timedelta(seconds=seconds(window))
+    return latest[0] if latest[0].completed_at >= since else None
+
+
+async def find_latest_execution(task_id: str) -> TaskTracker | None:
+    latest = (
+        await TaskTracker.find({"taskId": task_id})
+        .sort([("createdAt", SortDirection.DESCENDING)])
+        .limit(1)
+        .to_list()
+    )
+    return latest[0] if latest else None
+
+
+async def wait_until_complete(
+    task_id: str, timeout: float | timedelta = 60.0, poll_interval: float = 0.2
+) -> TaskTracker:
+    """Wait until ``task_id``'s latest execution is final (completed, dlq or archived) and
+    return it, as seed 002's ``wait_until_complete`` does. A ``failed`` execution is not
+    final: a retry follows it. Raises ``WaitTimeoutError`` after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + seconds(timeout)
+    while True:
+        latest = await find_latest_execution(task_id)
+        if latest is not None and latest.status in FINAL_STATUSES:
+            return latest
+        if asyncio.get_running_loop().time() >= deadline:
+            state = latest.status.value if latest else "unknown"
+            raise WaitTimeoutError(
+                f"task {task_id!r} did not finish within {seconds(timeout)}s (last seen: {state})"
+            )
+        await asyncio.sleep(poll_interval)
