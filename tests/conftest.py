@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,3 +28,42 @@ async def store() -> AsyncIterator[str]:
 
 def in_memory() -> bool:
     return not os.environ.get("TRACKER_MONGODB_URL")
+
+
+AMQP_URL = os.environ.get("TRACKER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The test broker: skipped when unreachable on a developer machine, a failure in CI."""
+    import asyncio
+
+    import aio_pika
+
+    async def reachable() -> str | None:
+        try:
+            connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        await connection.close()
+        return None
+
+    problem = asyncio.run(reachable())
+    if problem is not None:
+        message = f"RabbitMQ is not reachable at {AMQP_URL}: {problem}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return AMQP_URL
+
+
+@pytest.fixture
+async def broker(amqp_url: str) -> AsyncIterator[Broker]:
+    from tests.rabbit import Broker
+
+    async with Broker(amqp_url) as helper:
+        yield helper
+
+
+if TYPE_CHECKING:
+    from tests.rabbit import Broker

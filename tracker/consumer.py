@@ -1,0 +1,118 @@
+"""``@tracked``: a handler bound to a queue with its timeout, retry and classification."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from tracker.classify import Classifier
+from tracker.clock import seconds
+from tracker.constants import (
+    DEFAULT_CONSUMER_MAX_RETRIES,
+    DEFAULT_TIMEOUT_SECONDS,
+    DLQ_SUFFIX,
+    MAX_PAYLOAD_BYTES,
+    RETRY_INFIX,
+)
+from tracker.errors import ConfigurationError
+from tracker.models import TaskTracker
+from tracker.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a handler receives: the payload and identity of the execution it is running.
+    ``log`` is bound to queue, task_id, execution_id and retry_count."""
+
+    payload: Any
+    task_id: str
+    execution_id: str
+    retry_count: int
+    max_retries: int
+    queue: str
+    metadata: dict[str, Any]
+    log: structlog.typing.FilteringBoundLogger
+    execution: TaskTracker
+    redelivered: bool = False
+
+
+Handler = Callable[[TaskContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class TrackedConsumer:
+    """A handler and its settings; calling it calls the handler."""
+
+    handler: Handler
+    queue: str
+    max_retries: int = DEFAULT_CONSUMER_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    retry_on: tuple[type[BaseException], ...] = ()
+    classify: Classifier | None = None
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+
+    @property
+    def name(self) -> str:
+        return getattr(self.handler, "__qualname__", repr(self.handler))
+
+    async def __call__(self, task: TaskContext) -> Any:
+        return await self.handler(task)
+
+
+def tracked(
+    queue: str,
+    *,
+    max_retries: int = DEFAULT_CONSUMER_MAX_RETRIES,
+    timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
+    retry_on: tuple[type[BaseException], ...] = (),
+    classify: Classifier | None = None,
+    retry_policy: RetryPolicy | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+) -> Callable[[Handler], TrackedConsumer]:
+    """Track every message of ``queue`` handled by the decorated ``async def handler(task)``.
+
+    ``max_retries`` retries follow a retryable failure (so at most ``max_retries + 1``
+    attempts); ``timeout`` bounds one attempt; exceptions in ``retry_on`` are always retried;
+    ``classify`` names the category of other exceptions (return None for the defaults).
+    """
+    validate_queue_name(queue)
+    if max_retries < 0:
+        raise ConfigurationError(f"max_retries must be 0 or more, not {max_retries}")
+    timeout_seconds = seconds(timeout)
+    if timeout_seconds <= 0:
+        raise ConfigurationError("timeout must be positive")
+
+    def decorate(handler: Handler) -> TrackedConsumer:
+        if not inspect.iscoroutinefunction(handler):
+            raise ConfigurationError(
+                f"@tracked({queue!r}) needs an `async def` handler; {handler!r} is not one "
+                "(synchronous pika callbacks use tracker.rabbit.pika.tracked_callback)"
+            )
+        return TrackedConsumer(
+            handler=handler,
+            queue=queue,
+            max_retries=max_retries,
+            timeout=timeout_seconds,
+            retry_on=retry_on,
+            classify=classify,
+            retry_policy=retry_policy or RetryPolicy(),
+            max_payload_bytes=max_payload_bytes,
+        )
+
+    return decorate
+
+
+def validate_queue_name(queue: str) -> None:
+    if not queue or len(queue) > 200:
+        raise ConfigurationError("a queue name must be 1 to 200 characters")
+    if queue.endswith(DLQ_SUFFIX) or RETRY_INFIX in queue:
+        raise ConfigurationError(
+            f"queue name {queue!r} is reserved: names ending in {DLQ_SUFFIX!r} or containing "
+            f"{RETRY_INFIX!r} are the tracker's own dead-letter and delay queues"
+        )

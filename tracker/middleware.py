@@ -1,0 +1,59 @@
+"""Middleware: one documented no-op hook per step of a message's life. Subclass and override
+what you need; metrics and the test crash points are middleware. Hooks run in the worker's
+event loop; an exception in a hook propagates like one in the tracker itself."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracker.consumer import TaskContext
+    from tracker.envelope import Envelope
+    from tracker.models import ErrorCategory, TaskTracker
+    from tracker.processor import Decision
+
+
+class Middleware:
+    async def before_process(self, envelope: Envelope) -> None:
+        """A delivery arrived; nothing has been read or written yet."""
+
+    async def after_claim(self, task: TaskContext) -> None:
+        """The execution is claimed (processing) and its handler is about to run."""
+
+    async def after_handler(self, task: TaskContext, error: BaseException | None) -> None:
+        """The handler returned (``error`` None) or raised; no outcome is written yet."""
+
+    async def after_outcome(self, task: TaskContext, decision: Decision) -> None:
+        """The outcome is durable in MongoDB; follow-up messages are not yet published and
+        the delivery is not yet acknowledged."""
+
+    async def before_ack(self, envelope: Envelope, decision: Decision) -> None:
+        """Follow-up messages are confirmed by the broker; the delivery is about to be acked
+        (or requeued, when ``decision.requeue``)."""
+
+    async def on_duplicate(self, envelope: Envelope, execution: TaskTracker) -> None:
+        """A delivery of an execution that is finished or held under a live claim: acked
+        and skipped, its handler not run."""
+
+    async def on_rejected(self, envelope: Envelope, reason: str) -> None:
+        """A delivery that breaks the message contract was dead-lettered (``validation``)."""
+
+    async def on_failure(
+        self, task: TaskContext, category: ErrorCategory, retried: bool, error: BaseException
+    ) -> None:
+        """An attempt failed; ``retried`` tells whether a retry was scheduled or the task went
+        to the dead-letter queue."""
+
+    async def on_store_unavailable(self, envelope: Envelope, error: Exception) -> None:
+        """MongoDB did not answer; the delivery is requeued after a short delay."""
+
+    async def on_enqueued(self, queue: str, execution: TaskTracker, deduplicated: bool) -> None:
+        """A publisher created an execution (or found an active one: ``deduplicated``)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+async def run_hooks(middleware: tuple[Middleware, ...], hook: str, *args: Any) -> None:
+    for item in middleware:
+        await getattr(item, hook)(*args)

@@ -1,0 +1,9 @@
+"""RabbitMQ adapters of the transport-free core: topology, publisher, worker (aio-pika) and
+the synchronous pika adapter (``tracker.rabbit.pika``)."""
+
+from __future__ import annotations
+
+from tracker.rabbit.publisher import EnqueueResult, Publisher
+from tracker.rabbit.worker import Worker
+
+__all__ = ["EnqueueResult", "Publisher", "Worker"]

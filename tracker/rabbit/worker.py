@@ -1,0 +1,216 @@
+"""``Worker``: runs tracked consumers on aio-pika, carrying out the core's decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from tracker.constants import DEFAULT_AMQP_URL
+from tracker.consumer import TrackedConsumer
+from tracker.errors import ConfigurationError
+from tracker.middleware import Middleware, run_hooks
+from tracker.processor import Decision, Processor, ProcessorOptions
+from tracker.rabbit.amqp import publish, to_envelope
+from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, declare_topology
+
+log = structlog.get_logger("tracker.worker")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Subscription:
+    processor: Processor
+    queue: AbstractQueue
+    tag: str
+
+
+class Worker:
+    """Consume the queues of ``consumers`` with at most ``concurrency`` messages in flight
+    per queue (the prefetch).
+
+    ``async with Worker([...], amqp_url):`` starts consuming and, on exit, stops gracefully:
+    no new deliveries, in-flight handlers get ``shutdown_timeout`` seconds to finish, the rest
+    are cancelled and their deliveries left unacked for redelivery, their claims released.
+    The connection is robust: it reconnects and resumes consuming after a broker restart.
+    """
+
+    def __init__(
+        self,
+        consumers: Iterable[TrackedConsumer],
+        amqp_url: str | None = None,
+        *,
+        concurrency: int = 10,
+        shutdown_timeout: float = 30.0,
+        lease: float = 30.0,
+        requeue_delay: float = 1.0,
+        store_retry_budget: float = 10.0,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        middleware: Iterable[Middleware] = (),
+        worker_id: str | None = None,
+    ) -> None:
+        self.consumers = list(consumers)
+        if not self.consumers:
+            raise ConfigurationError("a Worker needs at least one @tracked consumer")
+        queues = [c.queue for c in self.consumers]
+        if len(set(queues)) != len(queues):
+            raise ConfigurationError(f"two consumers for one queue: {sorted(queues)}")
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        self.amqp_url = amqp_url or DEFAULT_AMQP_URL
+        self.concurrency = concurrency
+        self.shutdown_timeout = shutdown_timeout
+        self.delivery_limit = delivery_limit
+        self.middleware = tuple(middleware)
+        self.worker_id = worker_id or default_worker_id()
+        self.options = ProcessorOptions(
+            worker_id=self.worker_id,
+            lease=lease,
+            requeue_delay=requeue_delay,
+            store_retry_budget=store_retry_budget,
+        )
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._subscriptions: list[_Subscription] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._publish_channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        consume_channel = await self._connection.channel()
+        await consume_channel.set_qos(prefetch_count=self.concurrency)
+        for consumer in self.consumers:
+            queue = await declare_topology(
+                consume_channel,
+                consumer.queue,
+                consumer.retry_policy.tiers_ms,
+                self.delivery_limit,
+            )
+            processor = Processor(consumer, self.options, self.middleware)
+            tag = await queue.consume(self._dispatcher(processor))
+            self._subscriptions.append(_Subscription(processor, queue, tag))
+        log.info(
+            "worker started",
+            worker_id=self.worker_id,
+            queues=[c.queue for c in self.consumers],
+            concurrency=self.concurrency,
+        )
+
+    async def run_forever(self) -> None:
+        """Wait until ``stop()`` is called (from a signal handler, say)."""
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight handlers finish within ``shutdown_timeout``, cancel
+        the rest (their deliveries return to the queue), close the connection."""
+        if self._connection is None:
+            return
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.queue.cancel(subscription.tag)
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=self.shutdown_timeout)
+            if pending:
+                log.warning("cancelling unfinished handlers", count=len(pending))
+                await self._cancel(pending)
+        await self._close()
+        log.info("worker stopped", worker_id=self.worker_id)
+
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: the connection closes first, so nothing more is
+        acked, and in-flight handlers are cancelled without releasing their claims."""
+        if self._connection is None:
+            return
+        for subscription in self._subscriptions:
+            subscription.processor.release_on_cancel = False
+        connection = self._connection
+        await self._close(connection)
+        await self._cancel(set(self._in_flight))
+
+    async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close(self, connection: AbstractRobustConnection | None = None) -> None:
+        connection = connection or self._connection
+        self._connection = None
+        self._subscriptions.clear()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+        self._stopped.set()
+
+    def _dispatcher(self, processor: Processor):  # type: ignore[no-untyped-def]
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.create_task(self._handle(processor, message))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        return on_message
+
+    async def _handle(self, processor: Processor, message: AbstractIncomingMessage) -> None:
+        envelope = to_envelope(processor.consumer.queue, message)
+        try:
+            decision = await processor.process(envelope)
+            for outgoing in decision.publish:
+                await publish(self._require_publish_channel(), outgoing)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivery could not be processed; requeued", queue=envelope.queue)
+            decision = Decision(
+                "store_unavailable", requeue=True, requeue_delay=self.options.requeue_delay
+            )
+        await run_hooks(self.middleware, "before_ack", envelope, decision)
+        try:
+            if decision.requeue:
+                await asyncio.sleep(decision.requeue_delay)
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+        except Exception as exc:
+            # The channel closed under us; the broker redelivers, and the outcome already
+            # recorded makes the redelivery a skipped duplicate.
+            log.warning("could not settle the delivery", error=str(exc), queue=envelope.queue)
+
+    def _require_publish_channel(self) -> AbstractChannel:
+        if self._publish_channel is None:
+            raise ConfigurationError("the worker is not started")
+        return self._publish_channel
