@@ -151,7 +151,7 @@ async def test_validation_error_goes_to_the_dlq_without_retry(broker: Broker) ->
     assert len(chain) == 1
     assert chain[0].error_category is tracker.ErrorCategory.VALIDATION
     assert chain[0].error_message == "ValueError: format 'xlsx' is not supported"
-    assert chain[0].error_stack and "format 'xlsx'" in chain[0].error_stack
+    assert "format 'xlsx'" in (chain[0].error_stack or "")
     assert chain[0].payload == {"format": "xlsx"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -25,7 +25,7 @@ __all__ = ["RecordingMiddleware", "capture_logs", "store_outage"]
 
 
 @contextlib.contextmanager
-def capture_logs() -> Iterator[list[dict[str, Any]]]:
+def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """structlog's ``capture_logs`` with the context the tracker binds (queue, task_id,
     execution_id, retry_count) merged into each captured entry."""
     with _capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
