@@ -184,7 +184,7 @@ async def claim(
             {
                 "$and": [
                     {"$eq": ["$status", P.value]},
-                    {"$lt": [{"$ifNull": ["$leaseExpiresAt", now]}, now]},
+                    {"$lte": [{"$ifNull": ["$leaseExpiresAt", now]}, now]},
                 ]
             },
         ]

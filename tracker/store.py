@@ -128,7 +128,7 @@ async def find_recent_completion(task_id: str, window: float | timedelta) -> Tas
     if not latest or latest[0].completed_at is None:
         return None
     since = utcnow() - timedelta(seconds=seconds(window))
-    return latest[0] if latest[0].completed_at >= since else None
+    return latest[0] if latest[0].completed_at > since else None
 
 
 async def find_latest_execution(task_id: str) -> TaskTracker | None:

@@ -3,7 +3,8 @@ the synchronous pika adapter (``tracker.rabbit.pika``)."""
 
 from __future__ import annotations
 
-from tracker.rabbit.publisher import EnqueueResult, Publisher
+from tracker.enqueue import EnqueueResult
+from tracker.rabbit.publisher import Publisher
 from tracker.rabbit.worker import Worker
 
 __all__ = ["EnqueueResult", "Publisher", "Worker"]

@@ -1,40 +1,21 @@
-"""``Publisher``: create a tracked execution and publish its message, confirmed."""
+"""``Publisher``: create a tracked execution and publish its message, confirmed (aio-pika)."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 import aio_pika
-import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from tracker import db
+from tracker import enqueue
 from tracker.constants import DEFAULT_AMQP_URL, MAX_PAYLOAD_BYTES
-from tracker.consumer import validate_queue_name
-from tracker.envelope import task_message
+from tracker.enqueue import EnqueueResult
 from tracker.errors import PublishError
-from tracker.middleware import Middleware, run_hooks
-from tracker.models import TaskStatus
+from tracker.middleware import Middleware
 from tracker.rabbit.amqp import publish
 from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, declare_work_queue
-from tracker.store import create_execution, encode_payload
-
-log = structlog.get_logger("tracker.publisher")
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """``deduplicated``: the task already had an active execution (or a completion within
-    the dedupe window); nothing was published and ``execution_id`` is that execution's."""
-
-    task_id: str
-    execution_id: str
-    deduplicated: bool
-    status: TaskStatus
 
 
 class Publisher:
@@ -103,48 +84,24 @@ class Publisher:
     ) -> EnqueueResult:
         """Track a new execution of ``task_id`` (default: a new id under ``queue``) and
         publish it to ``queue``, unless the task already has an active execution."""
-        validate_queue_name(queue)
-        db.collection()  # fail before publishing anything if the store is not connected
-        body = encode_payload(payload, self.max_payload_bytes)
-        task_id = task_id or f"{queue}:{uuid.uuid4()}"
-        created = await create_execution(
-            task_id,
+        channel = self.channel
+        result, message = await enqueue.prepare(
             queue,
             payload,
-            metadata=metadata,
-            max_retries=max_retries,
-            dedupe_window=dedupe_window,
+            task_id,
+            metadata,
+            max_retries,
+            dedupe_window,
+            max_payload_bytes=self.max_payload_bytes,
+            middleware=self.middleware,
         )
-        execution = created.execution
-        await run_hooks(self.middleware, "on_enqueued", queue, execution, created.deduplicated)
-        result = EnqueueResult(
-            task_id=execution.task_id,
-            execution_id=execution.execution_id,
-            deduplicated=created.deduplicated,
-            status=execution.status,
-        )
-        if created.deduplicated:
-            log.info("enqueue deduplicated", task_id=task_id, execution_id=execution.execution_id)
+        if message is None:
             return result
-        message = task_message(
-            queue,
-            body,
-            task_id=task_id,
-            execution_id=execution.execution_id,
-            max_retries=max_retries,
-        )
         try:
             if queue not in self._declared:
-                await declare_work_queue(self.channel, queue, self.delivery_limit)
+                await declare_work_queue(channel, queue, self.delivery_limit)
                 self._declared.add(queue)
-            await publish(self.channel, message)
+            await publish(channel, message)
         except Exception as exc:
-            await db.collection().delete_one(
-                {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value}
-            )
-            raise PublishError(
-                f"the broker did not accept the message for {queue!r} ({exc}); the execution "
-                f"{execution.execution_id} was rolled back, enqueueing again is safe"
-            ) from exc
-        log.debug("enqueued", queue=queue, task_id=task_id, execution_id=execution.execution_id)
+            raise await enqueue.roll_back(queue, result, exc) from exc
         return result
