@@ -75,17 +75,20 @@ class Broker:
         """Publish exactly these properties, as any AMQP client could (aio-pika's own
         Message would add a message_id)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        underlay = await self.channel.get_underlay_channel()
-        await underlay.basic_publish(
-            raw,
-            routing_key=queue,
-            properties=aiormq.spec.Basic.Properties(
-                headers=headers or {},
-                message_id=message_id,
-                correlation_id=correlation_id,
-                delivery_mode=2,
-            ),
+        properties = aiormq.spec.Basic.Properties(
+            headers=headers or {},
+            message_id=message_id,
+            correlation_id=correlation_id,
+            delivery_mode=2,
         )
+        async with asyncio.timeout(15):
+            while True:  # the helper's own robust channel may be reconnecting
+                try:
+                    underlay = await self.channel.get_underlay_channel()
+                    await underlay.basic_publish(raw, routing_key=queue, properties=properties)
+                    return
+                except (aiormq.exceptions.AMQPError, RuntimeError):
+                    await asyncio.sleep(0.2)
 
     async def publish_without_ids(self, queue: str, body: bytes) -> None:
         """Publish with no message_id at all: aiormq always adds one, pika does not."""

@@ -292,3 +292,28 @@ async def test_every_log_line_in_a_handler_carries_the_task_identity(broker: Bro
         assert entry["task_id"] == "reports:logs"
         assert entry["execution_id"] == result.execution_id
         assert entry["retry_count"] == 0
+
+
+async def test_the_worker_reconnects_after_the_broker_drops_it(broker: Broker) -> None:
+    # Given: a running worker that has processed one message
+    queue = await broker.new_queue()
+    done: list[str] = []
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None:
+        done.append(task.task_id)
+
+    recorder = RecordingMiddleware()
+    async with worker(broker, handle, middleware=[recorder]):
+        await broker.publish_raw(queue, {}, message_id="before", correlation_id="r:before")
+        await recorder.wait_for(completed=1)
+        # When: the broker closes the worker's connection
+        proc = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", "close_all_connections", "test: dropped on purpose",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await proc.wait() == 0
+        await broker.publish_raw(queue, {}, message_id="after", correlation_id="r:after")
+        # Then: it reconnects and consumes again
+        await recorder.wait_for(completed=2, timeout=30)
+    assert done == ["r:before", "r:after"]
