@@ -28,6 +28,7 @@ test: lint
 	$(UV) run --frozen pytest
 
 demo: env
+	@bash scripts/ensure-rabbitmq.sh
 	$(UV) run --frozen python scripts/demo.py
 
 clean:

@@ -1,44 +1,140 @@
-"""The tracker core in one process: tasks created, deduplicated, claimed and finished, a retry
-chain, and queue statistics, on the in-memory MongoDB."""
+"""The product's main job, end to end in one process: the report service of seeds 000/001
+behind the tracker, on the local RabbitMQ and the in-memory MongoDB.
+
+Submits a stream of report requests (with duplicates, a malformed message, one that fails
+transiently, one whose partner stays down), shows progress, then prints the retry chains,
+the dead-letter queue, queue statistics and where the files went.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+
+import aio_pika
 
 import tracker
+from consumers import reports
 from tracker import TaskStatus, TaskTracker
+from tracker.constants import dlq_name
+from tracker.logging import configure_logging
+from tracker.rabbit.topology import topology_queue_names
+from tracker.retry import RetryPolicy
+from tracker.settings import Settings
+
+# The demo's own queues, deleted at the end, so it never touches a real "reports" queue.
+QUEUE = "reports-demo"
+REQUESTS = [
+    {"region": "north", "rows": 1200},
+    {"region": "south", "rows": 800},
+    {"region": "east", "rows": 3000},
+    {"region": "west", "rows": 400},
+    {"rows": 2500},
+    {"region": "north", "rows": 1200},  # a duplicate of the first
+    {"region": "east", "rows": 3000},  # a duplicate of the third
+    {"region": "south", "rows": 600, "simulate": "flaky"},
+    {"region": "west", "rows": 100, "simulate": "partner_down"},
+]
 
 
-async def attempt(task_id: str, retry_count: int, outcome: TaskStatus, error: str = "") -> None:
-    created = await tracker.create_execution(
-        task_id, "reports", {"q": task_id}, retry_count=retry_count
-    )
-    won = await tracker.claim(created.execution.execution_id, worker="demo", lease=30)
-    fields = {"errorMessage": error, "errorCategory": "transient"} if error else {}
-    await tracker.transition(
-        created.execution.execution_id, outcome, claim_token=won.token, message=error, fields=fields
-    )
+def line(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def progress(queue: str, expected: int, deadline: float) -> dict[str, int]:
+    """Redraw one status line until every task is final or the deadline passes."""
+    while True:
+        stats = await TaskTracker.get_queue_stats(queue)
+        finals = stats["completed"] + stats["dlq"] + stats["archived"]
+        bar = "#" * int(30 * min(finals, expected) / expected)
+        status = "  ".join(f"{k} {v}" for k, v in stats.items())
+        sys.stdout.write(f"\r  [{bar:<30}] {status}   ")
+        sys.stdout.flush()
+        if finals >= expected and stats["queued"] == stats["processing"] == 0:
+            sys.stdout.write("\n")
+            return stats
+        if time.monotonic() > deadline:
+            sys.stdout.write("\n")
+            raise SystemExit("the demo did not finish in time")
+        await asyncio.sleep(0.2)
 
 
 async def main() -> None:
+    settings = Settings.from_env()
+    configure_logging("console", os.environ.get("TRACKER_LOG_LEVEL", "ERROR"))
+    os.environ.setdefault("REPORTS_OUTPUT_DIR", tempfile.mkdtemp(prefix="tracker-demo-"))
     await tracker.connect(None, "demo")
-    first = await tracker.create_execution("reports:daily-sales", "reports", {"day": "2026-11-23"})
-    again = await tracker.create_execution("reports:daily-sales", "reports", {"day": "2026-11-23"})
-    print(
-        f"enqueued {first.execution.execution_id}; second enqueue deduplicated={again.deduplicated}"
+    line("tracker demo: report service on RabbitMQ at " + settings.amqp_url.split("@")[-1])
+    line("  MongoDB: in-memory (this process only)")
+    line(f"  reports go to {reports.output_dir()}")
+
+    # A short retry policy so the demo's retries happen in seconds, not minutes.
+    policy = RetryPolicy(initial_delay=0.5, tiers=(0.5, 1, 2))
+    consumer = tracker.tracked(QUEUE, max_retries=2, retry_policy=policy)(
+        reports.make_report.handler
     )
+    started = time.monotonic()
+    async with tracker.Worker([consumer], settings.amqp_url, concurrency=4, lease=5):
+        async with tracker.Publisher(settings.amqp_url) as pub:
+            submitted: list[tracker.EnqueueResult] = []
+            for params in REQUESTS:
+                submitted.append(await reports.submit(pub, params, queue=QUEUE))
+            submitted.append(await reports.submit(pub, {"rows": 10}, fmt="xlsx", queue=QUEUE))
+            connection = await aio_pika.connect(settings.amqp_url)
+            async with connection:
+                channel = await connection.channel()
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"{this is not json", message_id="malformed-1"),
+                    routing_key=QUEUE,
+                )
+        deduplicated = sum(r.deduplicated for r in submitted)
+        line(
+            f"\nsubmitted {len(submitted)} requests + 1 malformed message; "
+            f"{deduplicated} deduplicated at enqueue"
+        )
+        unique = len({r.task_id for r in submitted}) + 1
+        stats = await progress(QUEUE, unique, time.monotonic() + 45)
 
-    await attempt("reports:weekly", 0, TaskStatus.FAILED, "partner timed out")
-    await attempt("reports:weekly", 1, TaskStatus.FAILED, "partner timed out")
-    await attempt("reports:weekly", 2, TaskStatus.COMPLETED)
-    await attempt("reports:broken", 0, TaskStatus.DLQ, "unknown format 'xlsx'")
+    line("\nretry chains")
+    for task_id in dict.fromkeys(r.task_id for r in submitted):
+        chain = await TaskTracker.find_retry_chain(task_id)
+        if len(chain) > 1:
+            line(f"  {task_id}")
+            for doc in chain:
+                error = (
+                    f"  {doc.error_category.value}: {doc.error_message}"
+                    if doc.error_category
+                    else ""
+                )
+                line(f"    #{doc.retry_count} {doc.status.value:<10}{error}")
 
-    print("\nretry chain of reports:weekly")
-    for doc in await TaskTracker.find_retry_chain("reports:weekly"):
-        print(f"  #{doc.retry_count} {doc.status.value:<10} {doc.error_message or ''}")
-    print("\nqueue stats for reports")
-    for status, count in (await TaskTracker.get_queue_stats("reports")).items():
-        print(f"  {status:<10} {count}")
+    line("\ndead-letter queue, grouped by cause")
+    dead = await TaskTracker.find({"queueName": QUEUE, "status": TaskStatus.DLQ.value}).to_list()
+    causes = Counter(
+        (d.error_category.value if d.error_category else "?", d.error_message) for d in dead
+    )
+    for (category, message), count in causes.most_common():
+        line(f"  {count} x {category:<11} {message}")
+    line(f"  ({len(dead)} records in MongoDB; messages in RabbitMQ queue {dlq_name(QUEUE)})")
+
+    line("\nqueue stats: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+    line("\nreports written")
+    for result in submitted:
+        if result.deduplicated:
+            continue
+        state = await reports.status(result.task_id)
+        if state["path"]:
+            line(f"  {result.task_id}  {state['path']}")
+    line(f"\ndone in {time.monotonic() - started:.1f}s")
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in topology_queue_names(QUEUE, policy.tiers_ms):
+            await channel.queue_delete(name)
 
 
 if __name__ == "__main__":

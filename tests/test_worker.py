@@ -309,8 +309,11 @@ async def test_the_worker_reconnects_after_the_broker_drops_it(broker: Broker) -
         await recorder.wait_for(completed=1)
         # When: the broker closes the worker's connection
         proc = await asyncio.create_subprocess_exec(
-            "rabbitmqctl", "close_all_connections", "test: dropped on purpose",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            "rabbitmqctl",
+            "close_all_connections",
+            "test: dropped on purpose",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         assert await proc.wait() == 0
         await broker.publish_raw(queue, {}, message_id="after", correlation_id="r:after")
