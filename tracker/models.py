@@ -137,7 +137,6 @@ class TaskTracker(Document):
     lease_expires_at: datetime | None = Field(default=None, alias="leaseExpiresAt")
     timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds")
     next_execution_id: str | None = Field(default=None, alias="nextExecutionId")
-    scheduled_for: datetime | None = Field(default=None, alias="scheduledFor")
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
 
     class Settings:
@@ -157,7 +156,6 @@ class TaskTracker(Document):
         "created_at",
         "updated_at",
         "lease_expires_at",
-        "scheduled_for",
         "expires_at",
     )
     @classmethod

@@ -381,7 +381,7 @@ class Processor:
             metadata=failed.metadata,
             message_version=failed.message_version,
             history_message=f"retry of {failed.execution_id}",
-            fields={"scheduledFor": utcnow() + timedelta(seconds=delay)},
+            enqueued_at=utcnow() + timedelta(seconds=delay),
         )
         if created.deduplicated and created.execution.execution_id != next_id:
             return None
@@ -412,8 +412,7 @@ class Processor:
             )
         if retry is None or retry.status is not TaskStatus.QUEUED:
             return ()
-        due = retry.scheduled_for or utcnow()
-        remaining = max((due - utcnow()).total_seconds(), 0.0)
+        remaining = max((retry.enqueued_at - utcnow()).total_seconds(), 0.0)
         delay = self.consumer.retry_policy.tier_for(remaining) if remaining > 0 else 0.0
         log.info("republishing the retry of a failed execution", execution_id=retry.execution_id)
         return (self._retry_message(retry, delay),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from beanie import SortDirection
@@ -61,6 +61,7 @@ async def create_execution(
     message_version: str = MESSAGE_VERSION,
     dedupe_window: float | timedelta | None = None,
     history_message: str = "enqueued",
+    enqueued_at: datetime | None = None,
     fields: dict[str, Any] | None = None,
 ) -> Created:
     """Insert a new execution of ``task_id``, unless the task already has an active one, in
@@ -68,7 +69,8 @@ async def create_execution(
     execution completed within that window is returned the same way.
 
     The database decides: the insert sets ``activeKey`` under a unique partial index, so
-    concurrent creations of one task yield exactly one active execution.
+    concurrent creations of one task yield exactly one active execution. ``enqueued_at``
+    defaults to now; a retry passes the time its delay ends, when it enters the work queue.
     """
     if status not in INITIAL_STATUSES:
         raise ConfigurationError(f"an execution cannot be created as {status.value!r}")
@@ -83,7 +85,7 @@ async def create_execution(
         queue_name=queue_name,
         message_version=message_version,
         status=status,
-        enqueued_at=now,
+        enqueued_at=enqueued_at or now,
         retry_count=retry_count,
         max_retries=max_retries,
         last_retry_at=now if retry_count > 0 else None,
