@@ -67,6 +67,16 @@ async def disconnect() -> None:
     _connection = None
 
 
+async def ping() -> bool:
+    """Whether MongoDB answers (the in-memory one always does)."""
+    if _connection is None:
+        return False
+    if _connection.in_memory:
+        return True
+    await _connection.client.admin.command("ping")
+    return True
+
+
 def is_connected() -> bool:
     return _connection is not None
 

@@ -23,6 +23,10 @@ class Middleware:
     async def after_handler(self, task: TaskContext, error: BaseException | None) -> None:
         """The handler returned (``error`` None) or raised; no outcome is written yet."""
 
+    async def on_abandoned(self, task: TaskContext) -> None:
+        """The handler was cancelled (the worker is stopping or dying); no outcome follows and
+        the delivery is left unacked for redelivery."""
+
     async def after_outcome(self, task: TaskContext, decision: Decision) -> None:
         """The outcome is durable in MongoDB; follow-up messages are not yet published and
         the delivery is not yet acknowledged."""
@@ -49,6 +53,9 @@ class Middleware:
 
     async def on_enqueued(self, queue: str, execution: TaskTracker, deduplicated: bool) -> None:
         """A publisher created an execution (or found an active one: ``deduplicated``)."""
+
+    async def on_archived(self, queue: str, count: int) -> None:
+        """``count`` dead letters of ``queue`` were archived by this process."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -154,6 +154,7 @@ class Processor:
         """The handler was cancelled (the worker is stopping): expire the lease, so the
         requeued delivery is taken over at once rather than after the lease."""
         await self._stop_heartbeat(claimed)
+        await run_hooks(self.middleware, "on_abandoned", claimed.task)
         if not self.release_on_cancel:
             return
         with contextlib.suppress(PyMongoError, asyncio.CancelledError):
@@ -253,8 +254,13 @@ class Processor:
 
     async def _duplicate(self, envelope: Envelope, execution: TaskTracker) -> Decision:
         publish: tuple[OutgoingMessage, ...] = ()
-        if execution.status is TaskStatus.FAILED and execution.next_execution_id:
-            # A crash may have come between recording the failure and publishing its retry.
+        if (
+            envelope.redelivered
+            and execution.status is TaskStatus.FAILED
+            and execution.next_execution_id
+        ):
+            # Its holder died after recording the failure: maybe before the retry was stored
+            # or published. (A copy that is not a redelivery had a live holder: no need.)
             publish = await self._ensure_retry(execution)
         log.info(
             "duplicate delivery skipped",

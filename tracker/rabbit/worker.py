@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -20,10 +20,17 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from tracker import db
 from tracker.constants import DEFAULT_AMQP_URL
 from tracker.consumer import TrackedConsumer
 from tracker.errors import ConfigurationError
 from tracker.middleware import Middleware, run_hooks
+from tracker.observability import (
+    MetricsMiddleware,
+    MetricsServer,
+    QueueStatsCollector,
+    TrackerMetrics,
+)
 from tracker.processor import Decision, Processor, ProcessorOptions
 from tracker.rabbit.amqp import publish, to_envelope
 from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, declare_topology
@@ -65,6 +72,10 @@ class Worker:
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         middleware: Iterable[Middleware] = (),
         worker_id: str | None = None,
+        metrics: TrackerMetrics | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+        stats_interval: float = 15.0,
     ) -> None:
         self.consumers = list(consumers)
         if not self.consumers:
@@ -78,7 +89,25 @@ class Worker:
         self.concurrency = concurrency
         self.shutdown_timeout = shutdown_timeout
         self.delivery_limit = delivery_limit
-        self.middleware = tuple(middleware)
+        self.metrics = metrics if metrics is not None else TrackerMetrics()
+        self.middleware = (
+            MetricsMiddleware(self.metrics, {c.queue: c.name for c in self.consumers}),
+            *middleware,
+        )
+        self.collector = QueueStatsCollector(
+            self.metrics, {c.queue: c.timeout for c in self.consumers}, stats_interval
+        )
+        port = metrics_port if metrics_port is not None else _port_from_environment()
+        self.metrics_server = (
+            None
+            if port is None
+            else MetricsServer(
+                self.metrics.registry,
+                checks={"mongodb": db.ping, "rabbitmq": self._broker_connected},
+                host=metrics_host,
+                port=port,
+            )
+        )
         self.worker_id = worker_id or default_worker_id()
         self.options = ProcessorOptions(
             worker_id=self.worker_id,
@@ -125,6 +154,9 @@ class Worker:
             processor = Processor(consumer, self.options, self.middleware)
             tag = await queue.consume(self._dispatcher(processor))
             self._subscriptions.append(_Subscription(processor, queue, tag))
+        self.collector.start()
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         log.info(
             "worker started",
             worker_id=self.worker_id,
@@ -168,7 +200,13 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _broker_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
     async def _close(self, connection: AbstractRobustConnection | None = None) -> None:
+        await self.collector.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         connection = connection or self._connection
         self._connection = None
         self._subscriptions.clear()
@@ -177,7 +215,9 @@ class Worker:
                 await connection.close()
         self._stopped.set()
 
-    def _dispatcher(self, processor: Processor):  # type: ignore[no-untyped-def]
+    def _dispatcher(
+        self, processor: Processor
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.create_task(self._handle(processor, message))
             self._in_flight.add(task)
@@ -214,3 +254,12 @@ class Worker:
         if self._publish_channel is None:
             raise ConfigurationError("the worker is not started")
         return self._publish_channel
+
+
+def _port_from_environment() -> int | None:
+    """TRACKER_METRICS_PORT, when set, starts the endpoint (see tracker.settings)."""
+    if not os.environ.get("TRACKER_METRICS_PORT"):
+        return None
+    from tracker.settings import Settings
+
+    return Settings.from_env().metrics_port

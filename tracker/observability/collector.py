@@ -1,0 +1,95 @@
+"""Queue statistics read from MongoDB in the background and served from memory, so a scrape
+never waits on MongoDB and costs the same however long the history grows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+
+import structlog
+from beanie import SortDirection
+from pymongo.errors import PyMongoError
+
+from tracker import db
+from tracker.clock import utcnow
+from tracker.models import TaskStatus, TaskTracker
+from tracker.observability.metrics import GAUGED_STATUSES, TrackerMetrics
+
+log = structlog.get_logger("tracker.metrics")
+
+
+class QueueStatsCollector:
+    """Refreshes the per-queue gauges every ``interval`` seconds. ``queues`` maps each queue to
+    its consumer's timeout (seconds), which decides what counts as stuck.
+
+    Every read is an indexed count or a one-document lookup on (queueName, status, ...): the
+    cost follows the number of active and dead-lettered executions, never the completed ones.
+    """
+
+    def __init__(
+        self, metrics: TrackerMetrics, queues: Mapping[str, float], interval: float = 15.0
+    ) -> None:
+        self.metrics = metrics
+        self.queues = dict(queues)
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        for queue in self.queues:
+            metrics.declare(queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tracker-queue-stats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.interval)
+
+    async def refresh(self) -> bool:
+        """Read every queue's statistics now; False (gauges left as they were) on failure."""
+        try:
+            for queue, timeout in self.queues.items():
+                await self._refresh_queue(queue, timeout)
+        except PyMongoError as error:
+            self.metrics.stats_errors.inc()
+            log.warning("queue statistics not refreshed", error=str(error))
+            return False
+        self.metrics.stats_refreshed.set(time.time())
+        return True
+
+    async def _refresh_queue(self, queue: str, timeout: float) -> None:
+        collection = db.collection()
+        now = utcnow()
+        for status in GAUGED_STATUSES:
+            count = await collection.count_documents({"queueName": queue, "status": status.value})
+            self.metrics.executions.labels(queue, status.value).set(count)
+        stuck = await collection.count_documents(
+            {
+                "queueName": queue,
+                "status": TaskStatus.PROCESSING.value,
+                "processingStartedAt": {"$lt": now - timedelta(seconds=timeout)},
+            }
+        )
+        self.metrics.stuck.labels(queue).set(stuck)
+        for status, gauge in (
+            (TaskStatus.DLQ, self.metrics.dlq_oldest_age),
+            (TaskStatus.QUEUED, self.metrics.queued_oldest_age),
+        ):
+            oldest = (
+                await TaskTracker.find({"queueName": queue, "status": status.value})
+                .sort([("enqueuedAt", SortDirection.ASCENDING)])
+                .limit(1)
+                .to_list()
+            )
+            age = (now - oldest[0].enqueued_at).total_seconds() if oldest else 0.0
+            gauge.labels(queue).set(max(age, 0.0))
