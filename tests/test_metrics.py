@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+import tracker
+from tests.rabbit import FAST, Broker
+from tracker import TaskContext, TaskTracker
+from tracker.constants import HEADER_EXECUTION_ID, HEADER_TASK_ID
+from tracker.observability import (
+    MetricsMiddleware,
+    MetricsServer,
+    QueueStatsCollector,
+    TrackerMetrics,
+)
+from tracker.testing import RecordingMiddleware
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
+
+ALLOWED_LABELS = {"queue", "handler", "status", "category", "le"}
+
+
+def value(metrics: TrackerMetrics, name: str, **labels: str) -> float:
+    sample = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if sample is None else sample
+
+
+async def run_mixed_traffic(broker: Broker, metrics: TrackerMetrics) -> tuple[str, list[str]]:
+    """A: completes; B: transient then completes; C: validation error; G: Retry then completes;
+    A enqueued twice; A's message delivered twice more; one poison message."""
+    queue = await broker.new_queue()
+
+    @tracker.tracked(queue, max_retries=2, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None:
+        kind = task.payload["kind"]
+        if kind == "B" and task.retry_count == 0:
+            raise tracker.TransientError("flaky")
+        if kind == "C":
+            raise ValueError("bad")
+        if kind == "G" and task.retry_count == 0:
+            raise tracker.Retry("not yet")
+
+    recorder = RecordingMiddleware()
+    ids = []
+    async with tracker.Publisher(broker.url, middleware=(MetricsMiddleware(metrics),)) as pub:
+        for kind in "ABCG":
+            ids.append((await pub.enqueue(queue, {"kind": kind}, task_id=f"m:{kind}")).execution_id)
+        await pub.enqueue(queue, {"kind": "A"}, task_id="m:A")
+    for _ in range(2):
+        await broker.publish_raw(
+            queue,
+            {"kind": "A"},
+            headers={HEADER_TASK_ID: "m:A", HEADER_EXECUTION_ID: ids[0]},
+            message_id=ids[0],
+            correlation_id="m:A",
+        )
+    await broker.publish_raw(queue, b"not json", message_id="poison")
+    async with tracker.Worker(
+        [handle], broker.url, metrics=metrics, middleware=[recorder], lease=2
+    ):
+        await recorder.wait_for(completed=3, dead_lettered=1, rejected=1, duplicate=2)
+    return queue, ids
+
+
+async def test_each_metric_moves_exactly_when_its_event_happens(broker: Broker) -> None:
+    # Given / When
+    metrics = TrackerMetrics()
+    queue, _ = await run_mixed_traffic(broker, metrics)
+    h = "run_mixed_traffic.<locals>.handle"
+    # Then
+    assert value(metrics, "tracker_enqueued_total", queue=queue) == 4
+    assert value(metrics, "tracker_enqueue_deduplicated_total", queue=queue) == 1
+    assert value(metrics, "tracker_duplicate_deliveries_total", queue=queue, handler=h) == 2
+    assert value(metrics, "tracker_completed_total", queue=queue, handler=h) == 3
+    assert value(metrics, "tracker_failed_total", queue=queue, handler=h, category="transient") == 1
+    assert (
+        value(metrics, "tracker_failed_total", queue=queue, handler=h, category="validation") == 1
+    )
+    assert (
+        value(metrics, "tracker_retried_total", queue=queue, handler=h, category="transient") == 2
+    )
+    assert (
+        value(metrics, "tracker_dead_lettered_total", queue=queue, handler=h, category="validation")
+        == 2
+    )
+    assert value(metrics, "tracker_rejected_messages_total", queue=queue) == 1
+    assert value(metrics, "tracker_store_unavailable_total", queue=queue) == 0
+    duration = "tracker_processing_duration_seconds_count"
+    assert value(metrics, duration, queue=queue, handler=h, status="completed") == 3
+    assert value(metrics, duration, queue=queue, handler=h, status="failed") == 2
+    assert value(metrics, duration, queue=queue, handler=h, status="dlq") == 1
+    assert value(metrics, "tracker_queue_wait_seconds_count", queue=queue) == 6
+    assert value(metrics, "tracker_in_progress", queue=queue, handler=h) == 0
+
+
+async def test_queue_gauges_match_get_queue_stats_and_labels_hold_no_ids(broker: Broker) -> None:
+    # Given
+    metrics = TrackerMetrics()
+    queue, ids = await run_mixed_traffic(broker, metrics)
+    # When
+    collector = QueueStatsCollector(metrics, {queue: 300.0})
+    assert await collector.refresh()
+    # Then
+    stats = await TaskTracker.get_queue_stats(queue)
+    for status in ("queued", "processing", "dlq"):
+        assert value(metrics, "tracker_executions", queue=queue, status=status) == stats[status]
+    assert stats["dlq"] == 2
+    assert value(metrics, "tracker_dlq_oldest_age_seconds", queue=queue) >= 0
+    assert value(metrics, "tracker_stuck_executions", queue=queue) == 0
+    ids_and_tasks = set(ids) | {"m:A", "m:B", "m:C", "m:G", "poison"}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            assert set(sample.labels) <= ALLOWED_LABELS, sample
+            assert not ids_and_tasks & set(sample.labels.values()), sample
+
+
+async def _get(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def _mean_scrape_seconds(port: int, rounds: int = 30) -> float:
+    started = time.perf_counter()
+    for _ in range(rounds):
+        status, body = await _get(port, "/metrics")
+        assert status == 200
+        assert b"tracker_executions" in body
+    return (time.perf_counter() - started) / rounds
+
+
+async def test_scrape_cost_does_not_grow_with_history() -> None:
+    # Given: a served registry over 100 stored executions, then over 2,000
+    metrics = TrackerMetrics()
+    collector = QueueStatsCollector(metrics, {"reports": 300.0, "emails": 300.0})
+    server = MetricsServer(metrics.registry, host="127.0.0.1", port=0)
+    await server.start()
+    collection = TaskTracker.get_pymongo_collection()
+    timings: dict[int, float] = {}
+    try:
+        for size in (100, 2000):
+            have = await collection.count_documents({})
+            docs: list[dict[str, Any]] = [
+                TaskTracker(
+                    task_id=f"reports:{i}", queue_name="reports", status="completed"
+                ).to_document()
+                for i in range(have, size)
+            ]
+            await collection.insert_many(docs)
+            assert await collector.refresh()
+            await _mean_scrape_seconds(server.port, 5)  # warm up
+            # When
+            timings[size] = await _mean_scrape_seconds(server.port)
+    finally:
+        await server.stop()
+    # Then: a scrape reads memory only; the generous bound absorbs machine noise
+    print(
+        f"mean /metrics time: 100 stored {timings[100] * 1000:.2f} ms, "
+        f"2000 stored {timings[2000] * 1000:.2f} ms"
+    )
+    assert timings[2000] < timings[100] * 3
+
+
+async def test_healthz_reports_mongodb_and_rabbitmq(broker: Broker) -> None:
+    queue = await broker.new_queue()
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None: ...
+
+    running = tracker.Worker([handle], broker.url, metrics_port=0, metrics_host="127.0.0.1")
+    await running.start()
+    assert running.metrics_server is not None
+    port = running.metrics_server.port
+    try:
+        status, body = await _get(port, "/healthz")
+        assert status == 200
+        assert b'"mongodb": true' in body
+        assert b'"rabbitmq": true' in body
+        assert (await _get(port, "/nothing"))[0] == 404
+    finally:
+        await running.stop()
+    health = running.metrics_server
+    await health.start()
+    try:
+        status, body = await _get(health.port, "/healthz")
+        assert status == 503
+        assert b'"rabbitmq": false' in body
+    finally:
+        await health.stop()
