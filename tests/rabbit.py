@@ -18,6 +18,8 @@ from tracker.constants import dlq_name
 from tracker.rabbit.topology import declare_topology, topology_queue_names
 
 FAST = RetryPolicy(initial_delay=0.2, multiplier=2, jitter=0, tiers=(0.2, 0.4))
+# Consumer timeouts used by the tests: their deadline queues are deleted after each test.
+TEST_TIMEOUTS_MS = (300_000, 1_000, 2_000, 500)
 
 
 class Broker:
@@ -40,9 +42,11 @@ class Broker:
     ) -> None:
         channel = await self.connection.channel()
         for name in self.queues:
-            for queue in topology_queue_names(name, FAST.tiers_ms) + topology_queue_names(
-                name, RetryPolicy().tiers_ms
-            ):
+            names = {
+                *topology_queue_names(name, RetryPolicy().tiers_ms),
+                *(n for ms in TEST_TIMEOUTS_MS for n in topology_queue_names(name, FAST.tiers_ms, ms)),
+            }
+            for queue in names:
                 await channel.queue_delete(queue)
         await self.connection.close()
 

@@ -37,6 +37,11 @@ MAX_ERROR_MESSAGE_CHARS: Final = 2 * 1024
 DEFAULT_MAX_RETRIES: Final = 5  # seed 003's schema default; consumers usually set their own
 DEFAULT_CONSUMER_MAX_RETRIES: Final = 3
 DEFAULT_TIMEOUT_SECONDS: Final = 300.0
+DEFAULT_RETENTION_SECONDS: Final = 7 * 86400.0  # completed executions
+DEFAULT_ARCHIVED_RETENTION_SECONDS: Final = 30 * 86400.0  # failed attempts, archived entries
+DEFAULT_AUTO_ARCHIVE_SECONDS: Final = 7 * 86400.0  # dead letters, then archived
+DEADLINE_INFIX: Final = ".deadline."
+TIMEOUTS_SUFFIX: Final = ".timeouts"
 
 
 def dlq_name(queue: str) -> str:
@@ -44,7 +49,20 @@ def dlq_name(queue: str) -> str:
     return f"{queue}{DLQ_SUFFIX}"
 
 
+def deadline_queue_name(queue: str, timeout_ms: int) -> str:
+    """The delay queue holding a deadline message for each execution of ``queue`` that
+    started processing; it expires into ``timeouts_queue_name(queue)``."""
+    return f"{queue}{DEADLINE_INFIX}{_duration_label(timeout_ms)}"
+
+
+def timeouts_queue_name(queue: str) -> str:
+    return f"{queue}{TIMEOUTS_SUFFIX}"
+
+
 def retry_queue_name(queue: str, delay_ms: int) -> str:
     """The delay queue of ``queue`` whose messages wait ``delay_ms`` before returning to it."""
-    label = f"{delay_ms // 1000}s" if delay_ms % 1000 == 0 else f"{delay_ms}ms"
-    return f"{queue}{RETRY_INFIX}{label}"
+    return f"{queue}{RETRY_INFIX}{_duration_label(delay_ms)}"
+
+
+def _duration_label(ms: int) -> str:
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"

@@ -13,11 +13,16 @@ import structlog
 from tracker.classify import Classifier
 from tracker.clock import seconds
 from tracker.constants import (
+    DEADLINE_INFIX,
+    DEFAULT_ARCHIVED_RETENTION_SECONDS,
+    DEFAULT_AUTO_ARCHIVE_SECONDS,
     DEFAULT_CONSUMER_MAX_RETRIES,
+    DEFAULT_RETENTION_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     DLQ_SUFFIX,
     MAX_PAYLOAD_BYTES,
     RETRY_INFIX,
+    TIMEOUTS_SUFFIX,
 )
 from tracker.errors import ConfigurationError
 from tracker.models import TaskTracker
@@ -56,6 +61,10 @@ class TrackedConsumer:
     classify: Classifier | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    timeout_message: str | None = None
+    retention: float | None = DEFAULT_RETENTION_SECONDS
+    archived_retention: float | None = DEFAULT_ARCHIVED_RETENTION_SECONDS
+    dlq_auto_archive_after: float | None = DEFAULT_AUTO_ARCHIVE_SECONDS
 
     @property
     def name(self) -> str:
@@ -63,6 +72,10 @@ class TrackedConsumer:
 
     async def __call__(self, task: TaskContext) -> Any:
         return await self.handler(task)
+
+    def timeout_text(self) -> str:
+        """The error message of an execution that outlived ``timeout``."""
+        return self.timeout_message or f"timed out after {self.timeout:g} seconds"
 
 
 def tracked(
@@ -74,12 +87,22 @@ def tracked(
     classify: Classifier | None = None,
     retry_policy: RetryPolicy | None = None,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    timeout_message: str | None = None,
+    retention: float | timedelta | None = DEFAULT_RETENTION_SECONDS,
+    archived_retention: float | timedelta | None = DEFAULT_ARCHIVED_RETENTION_SECONDS,
+    dlq_auto_archive_after: float | timedelta | None = DEFAULT_AUTO_ARCHIVE_SECONDS,
 ) -> Callable[[Handler], TrackedConsumer]:
     """Track every message of ``queue`` handled by the decorated ``async def handler(task)``.
 
     ``max_retries`` retries follow a retryable failure (so at most ``max_retries + 1``
-    attempts); ``timeout`` bounds one attempt; exceptions in ``retry_on`` are always retried;
-    ``classify`` names the category of other exceptions (return None for the defaults).
+    attempts); ``timeout`` bounds one attempt, after which the execution fails with
+    ``timeout_message`` (category ``infrastructure``); exceptions in ``retry_on`` are always
+    retried; ``classify`` names the category of other exceptions (return None for defaults).
+
+    Retention, per queue as seed 004's task types have it: completed executions are deleted
+    ``retention`` after completion, failed attempts and archived dead letters
+    ``archived_retention`` after; dead letters never expire, they are archived
+    ``dlq_auto_archive_after`` their enqueue by the sweeper. None keeps forever.
     """
     validate_queue_name(queue)
     if max_retries < 0:
@@ -103,16 +126,28 @@ def tracked(
             classify=classify,
             retry_policy=retry_policy or RetryPolicy(),
             max_payload_bytes=max_payload_bytes,
+            timeout_message=timeout_message,
+            retention=_optional_seconds(retention),
+            archived_retention=_optional_seconds(archived_retention),
+            dlq_auto_archive_after=_optional_seconds(dlq_auto_archive_after),
         )
 
     return decorate
 
 
+def _optional_seconds(value: float | timedelta | None) -> float | None:
+    return None if value is None else seconds(value)
+
+
 def validate_queue_name(queue: str) -> None:
     if not queue or len(queue) > 200:
         raise ConfigurationError("a queue name must be 1 to 200 characters")
-    if queue.endswith(DLQ_SUFFIX) or RETRY_INFIX in queue:
+    reserved = queue.endswith((DLQ_SUFFIX, TIMEOUTS_SUFFIX)) or any(
+        infix in queue for infix in (RETRY_INFIX, DEADLINE_INFIX)
+    )
+    if reserved:
         raise ConfigurationError(
-            f"queue name {queue!r} is reserved: names ending in {DLQ_SUFFIX!r} or containing "
-            f"{RETRY_INFIX!r} are the tracker's own dead-letter and delay queues"
+            f"queue name {queue!r} is reserved: names ending in {DLQ_SUFFIX!r} or "
+            f"{TIMEOUTS_SUFFIX!r}, or containing {RETRY_INFIX!r} or {DEADLINE_INFIX!r}, are the "
+            "tracker's own queues"
         )

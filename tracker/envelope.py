@@ -118,6 +118,22 @@ def dead_letter_copy(
     )
 
 
+def with_error(message: OutgoingMessage, category: str, text: str) -> OutgoingMessage:
+    """``message`` with the headers saying why it is dead-lettered."""
+    headers = {
+        **message.headers,
+        HEADER_ERROR_CATEGORY: category,
+        HEADER_ERROR_MESSAGE: text[:1024],
+    }
+    return OutgoingMessage(
+        routing_key=message.routing_key,
+        body=message.body,
+        headers=headers,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+    )
+
+
 def read(
     envelope: Envelope, max_payload_bytes: int = MAX_PAYLOAD_BYTES
 ) -> TaskMessage | InvalidMessage:

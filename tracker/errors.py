@@ -96,6 +96,10 @@ class InfrastructureError(TaskFailure):
     category = ErrorCategory.INFRASTRUCTURE
 
 
+class TaskTimeout(InfrastructureError):
+    """The execution outlived its consumer's timeout (raised by the tracker, not a handler)."""
+
+
 class PartnerAPIError(TaskFailure):
     """An external partner API failed: retried."""
 

@@ -138,6 +138,7 @@ class TaskTracker(Document):
     timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds")
     next_execution_id: str | None = Field(default=None, alias="nextExecutionId")
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
+    republished_at: datetime | None = Field(default=None, alias="republishedAt")
 
     class Settings:
         name = COLLECTION
@@ -157,6 +158,7 @@ class TaskTracker(Document):
         "updated_at",
         "lease_expires_at",
         "expires_at",
+        "republished_at",
     )
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:

@@ -32,8 +32,9 @@ from tracker.envelope import (
     dead_letter_copy,
     read,
     task_message,
+    with_error,
 )
-from tracker.errors import ControlFlow, Reject, Retry, StaleClaimError
+from tracker.errors import ControlFlow, Reject, Retry, StaleClaimError, TaskTimeout
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import ErrorCategory, TaskStatus, TaskTracker
 from tracker.store import create_execution, encode_payload
@@ -81,12 +82,15 @@ class Claimed:
 class ProcessorOptions:
     """``lease``: how long a claim stays valid without renewal (renewed every third of it);
     ``requeue_delay``: the pause before a delivery is requeued while MongoDB is down;
-    ``store_retry_budget``: how long an outcome write is retried before giving up."""
+    ``store_retry_budget``: how long an outcome write is retried before giving up;
+    ``timeout_grace``: how long past the consumer's timeout the worker itself stops a handler
+    (the deadline listener fails the execution at the timeout)."""
 
     worker_id: str
     lease: float = 30.0
     requeue_delay: float = 1.0
     store_retry_budget: float = 10.0
+    timeout_grace: float = 5.0
 
 
 class Processor:
@@ -221,14 +225,20 @@ class Processor:
     def _claimed(
         self, envelope: Envelope, message: TaskMessage, execution: TaskTracker, token: str
     ) -> Claimed:
+        task = self._context(execution, message.payload, envelope.redelivered)
+        claimed = Claimed(task=task, token=token, envelope=envelope)
+        claimed.heartbeat = asyncio.create_task(self._heartbeat(claimed))
+        return claimed
+
+    def _context(self, execution: TaskTracker, payload: Any, redelivered: bool) -> TaskContext:
         bound = {
             "queue": self.consumer.queue,
             "task_id": execution.task_id,
             "execution_id": execution.execution_id,
             "retry_count": execution.retry_count,
         }
-        task = TaskContext(
-            payload=message.payload,
+        return TaskContext(
+            payload=payload,
             task_id=execution.task_id,
             execution_id=execution.execution_id,
             retry_count=execution.retry_count,
@@ -237,11 +247,8 @@ class Processor:
             metadata=execution.metadata,
             log=structlog.get_logger("tracker.task").bind(**bound),
             execution=execution,
-            redelivered=envelope.redelivered,
+            redelivered=redelivered,
         )
-        claimed = Claimed(task=task, token=token, envelope=envelope)
-        claimed.heartbeat = asyncio.create_task(self._heartbeat(claimed))
-        return claimed
 
     async def _wait_for_lease(self, execution: TaskTracker) -> None:
         lease_end = execution.lease_expires_at or utcnow()
@@ -285,11 +292,14 @@ class Processor:
         ):
             # The handler runs as its own task so that losing the claim can stop it alone.
             claimed.handler_task = asyncio.ensure_future(self.consumer.handler(task))
+            # The deadline queue fails the execution at `timeout`; the worker stops the handler
+            # a little later, in case the deadline listener cannot (RabbitMQ unreachable).
+            limit = self.consumer.timeout + self.options.timeout_grace
             try:
-                async with asyncio.timeout(self.consumer.timeout):
+                async with asyncio.timeout(limit):
                     return await claimed.handler_task
             except TimeoutError as exc:
-                raise HandlerTimeout(self.consumer.timeout) from exc
+                raise TaskTimeout(self.consumer.timeout_text()) from exc
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if claimed.claim_lost and current is not None and not current.cancelling():
@@ -305,17 +315,23 @@ class Processor:
                 claim_token=claimed.token,
                 message="completed",
                 worker=self.options.worker_id,
-                fields={"result": bounded_result(result)},
+                fields={"result": bounded_result(result), **self._expiry(self.consumer.retention)},
             )
         )
         task.log.info("task completed")
         return Decision("completed", execution_id=task.execution_id)
 
     async def _fail(self, claimed: Claimed, error: Exception) -> Decision:
-        task = claimed.task
-        consumer = self.consumer
         if isinstance(error, StaleClaimError):
             raise error
+        return await self.record_failure(claimed.task, claimed.token, error, claimed.envelope)
+
+    async def record_failure(
+        self, task: TaskContext, token: str, error: Exception, envelope: Envelope | None
+    ) -> Decision:
+        """Fail the attempt held by ``token``: schedule a retry, or dead-letter it. The copy
+        for ``.dlq`` is ``envelope`` as delivered, or built from the stored payload."""
+        consumer = self.consumer
         category = classify(error, hook=consumer.classify, retry_on=consumer.retry_on)
         message = error_message(error)
         error_fields = {
@@ -331,7 +347,7 @@ class Processor:
                 lambda: states.transition(
                     task.execution_id,
                     TaskStatus.DLQ,
-                    claim_token=claimed.token,
+                    claim_token=token,
                     message=message,
                     worker=self.options.worker_id,
                     fields=error_fields,
@@ -339,8 +355,13 @@ class Processor:
             )
             task.log.warning("task dead-lettered", category=category.value, error=message)
             await run_hooks(self.middleware, "on_failure", task, category, False, error)
-            copy = dead_letter_copy(
-                claimed.envelope, dlq_name(consumer.queue), category.value, message
+            routing_key = dlq_name(consumer.queue)
+            copy = (
+                dead_letter_copy(envelope, routing_key, category.value, message)
+                if envelope is not None
+                else with_error(
+                    self.message_for(task.execution, 0.0, routing_key), category, message
+                )
             )
             return Decision("dead_lettered", publish=(copy,), execution_id=task.execution_id)
 
@@ -352,10 +373,14 @@ class Processor:
             lambda: states.transition(
                 task.execution_id,
                 TaskStatus.FAILED,
-                claim_token=claimed.token,
+                claim_token=token,
                 message=message,
                 worker=self.options.worker_id,
-                fields={**error_fields, "nextExecutionId": next_id},
+                fields={
+                    **error_fields,
+                    "nextExecutionId": next_id,
+                    **self._expiry(self.consumer.archived_retention),
+                },
             )
         )
         retry_doc = await self._store_write(
@@ -369,8 +394,25 @@ class Processor:
             next_execution_id=next_id,
         )
         await run_hooks(self.middleware, "on_failure", task, category, True, error)
-        publish = () if retry_doc is None else (self._retry_message(retry_doc, delay),)
+        publish = () if retry_doc is None else (self.message_for(retry_doc, delay),)
         return Decision("retried", publish=publish, execution_id=task.execution_id)
+
+    async def expire(self, execution_id: str, claim_token: str | None) -> Decision | None:
+        """Fail an execution that outlived its consumer's timeout, if, and only if, it is still
+        processing under ``claim_token`` (any claim when None). None when it was not: it
+        finished, or another path (the worker, the deadline, the sweeper) failed it first."""
+        execution = await TaskTracker.find_execution(execution_id)
+        if execution is None or execution.status is not TaskStatus.PROCESSING:
+            return None
+        token = execution.claim_token
+        if token is None or (claim_token is not None and token != claim_token):
+            return None
+        task = self._context(execution, execution.payload, redelivered=False)
+        error = TaskTimeout(self.consumer.timeout_text())
+        try:
+            return await self.record_failure(task, token, error, None)
+        except StaleClaimError:
+            return None
 
     async def _create_retry(
         self, failed: TaskTracker, next_id: str, payload: Any, delay: float
@@ -393,16 +435,21 @@ class Processor:
             return None
         return created.execution
 
-    def _retry_message(self, retry: TaskTracker, delay: float) -> OutgoingMessage:
+    def message_for(
+        self, execution: TaskTracker, delay: float, routing_key: str | None = None
+    ) -> OutgoingMessage:
+        """The message of ``execution``: to ``routing_key``, else to the delay queue of
+        ``delay`` (the work queue itself when 0)."""
         queue = self.consumer.queue
-        routing_key = retry_queue_name(queue, round(delay * 1000)) if delay > 0 else queue
+        if routing_key is None:
+            routing_key = retry_queue_name(queue, round(delay * 1000)) if delay > 0 else queue
         return task_message(
             queue,
-            encode_payload(retry.payload),
-            task_id=retry.task_id,
-            execution_id=retry.execution_id,
-            retry_count=retry.retry_count,
-            max_retries=retry.max_retries,
+            encode_payload(execution.payload),
+            task_id=execution.task_id,
+            execution_id=execution.execution_id,
+            retry_count=execution.retry_count,
+            max_retries=execution.max_retries,
             routing_key=routing_key,
         )
 
@@ -421,7 +468,7 @@ class Processor:
         remaining = max((retry.enqueued_at - utcnow()).total_seconds(), 0.0)
         delay = self.consumer.retry_policy.tier_for(remaining) if remaining > 0 else 0.0
         log.info("republishing the retry of a failed execution", execution_id=retry.execution_id)
-        return (self._retry_message(retry, delay),)
+        return (self.message_for(retry, delay),)
 
     # -- bad input --------------------------------------------------------------------------
 
@@ -532,16 +579,16 @@ class Processor:
             with contextlib.suppress(asyncio.CancelledError):
                 await claimed.heartbeat
 
+    @staticmethod
+    def _expiry(retention: float | None) -> dict[str, Any]:
+        """``expiresAt`` for the TTL index, or nothing when kept forever."""
+        if retention is None:
+            return {}
+        return {"expiresAt": utcnow() + timedelta(seconds=retention)}
+
     def _max_retries(self, message: TaskMessage | InvalidMessage) -> int:
         explicit = message.max_retries if isinstance(message, TaskMessage) else None
         return self.consumer.max_retries if explicit is None else explicit
-
-
-class HandlerTimeout(TimeoutError):
-    """The handler ran longer than the consumer's timeout."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(f"handler timed out after {timeout:g} seconds")
 
 
 def bounded_result(result: Any) -> Any:

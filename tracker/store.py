@@ -16,7 +16,7 @@ from tracker.clock import new_execution_id, seconds, utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES, MESSAGE_VERSION
 from tracker.errors import ConfigurationError, WaitTimeoutError
 from tracker.models import TaskStatus, TaskTracker
-from tracker.states import INITIAL_STATUSES, history_entry
+from tracker.states import INITIAL_STATUSES, history_entry, transition
 
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.DLQ, TaskStatus.ARCHIVED})
 
@@ -160,3 +160,20 @@ async def wait_until_complete(
                 f"task {task_id!r} did not finish within {seconds(timeout)}s (last seen: {state})"
             )
         await asyncio.sleep(poll_interval)
+
+
+async def archive(
+    execution_id: str,
+    *,
+    reason: str,
+    archived_by: str,
+    retention: float | timedelta | None = None,
+) -> tuple[TaskStatus, bool]:
+    """Archive a dead letter (dlq -> archived) with seed 003's reason and author; it is then
+    deleted ``retention`` later by the TTL index (kept forever when None)."""
+    fields: dict[str, Any] = {"archivedReason": reason, "archivedBy": archived_by}
+    if retention is not None:
+        fields["expiresAt"] = utcnow() + timedelta(seconds=seconds(retention))
+    return await transition(
+        execution_id, TaskStatus.ARCHIVED, message=reason, worker=archived_by, fields=fields
+    )

@@ -3,7 +3,10 @@
 - ``Q``: a quorum queue; a message redelivered more than ``delivery_limit`` times (it could
   never be tracked, e.g. MongoDB was down) is dead-lettered by the broker to ``Q.dlq``;
 - ``Q.dlq``: dead letters, for visibility (MongoDB holds the records and payloads);
-- ``Q.retry.<delay>``: one delay queue per tier, whose messages expire back into ``Q``.
+- ``Q.retry.<delay>``: one delay queue per tier, whose messages expire back into ``Q``;
+- ``Q.deadline.<timeout>``: a deadline message per execution that starts processing, which
+  expires after the consumer's timeout into ``Q.timeouts``, where the timeout listener fails
+  the execution if it is still processing under the same claim (seed 000's mechanism).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
-from tracker.constants import dlq_name, retry_queue_name
+from tracker.constants import deadline_queue_name, dlq_name, retry_queue_name, timeouts_queue_name
 
 DEFAULT_DELIVERY_LIMIT = 20
 
@@ -68,5 +71,29 @@ async def declare_topology(
     return work
 
 
-def topology_queue_names(queue: str, tiers_ms: Iterable[int]) -> list[str]:
-    return [queue, dlq_name(queue), *(retry_queue_name(queue, ms) for ms in tiers_ms)]
+async def declare_deadline_queues(
+    channel: AbstractChannel, queue: str, timeout_ms: int
+) -> AbstractQueue:
+    """Declare ``Q.deadline.<timeout>`` and ``Q.timeouts``; returns the latter."""
+    timeouts = await channel.declare_queue(
+        timeouts_queue_name(queue), durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await channel.declare_queue(
+        deadline_queue_name(queue, timeout_ms),
+        durable=True,
+        arguments={
+            "x-message-ttl": timeout_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": timeouts_queue_name(queue),
+        },
+    )
+    return timeouts
+
+
+def topology_queue_names(
+    queue: str, tiers_ms: Iterable[int], timeout_ms: int | None = None
+) -> list[str]:
+    names = [queue, dlq_name(queue), *(retry_queue_name(queue, ms) for ms in tiers_ms)]
+    if timeout_ms is not None:
+        names += [deadline_queue_name(queue, timeout_ms), timeouts_queue_name(queue)]
+    return names

@@ -23,6 +23,7 @@ from aio_pika.abc import (
 from tracker import db
 from tracker.constants import DEFAULT_AMQP_URL
 from tracker.consumer import TrackedConsumer
+from tracker.envelope import OutgoingMessage
 from tracker.errors import ConfigurationError
 from tracker.middleware import Middleware, run_hooks
 from tracker.observability import (
@@ -33,7 +34,13 @@ from tracker.observability import (
 )
 from tracker.processor import Decision, Processor, ProcessorOptions
 from tracker.rabbit.amqp import publish, to_envelope
-from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, declare_topology
+from tracker.rabbit.deadlines import DeadlineMiddleware, read_deadline
+from tracker.rabbit.topology import (
+    DEFAULT_DELIVERY_LIMIT,
+    declare_deadline_queues,
+    declare_topology,
+)
+from tracker.sweeper import Sweeper
 
 log = structlog.get_logger("tracker.worker")
 
@@ -76,6 +83,10 @@ class Worker:
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         stats_interval: float = 15.0,
+        timeout_grace: float = 5.0,
+        sweep_interval: float | None = 60.0,
+        stuck_grace: float = 30.0,
+        republish_after: float = 600.0,
     ) -> None:
         self.consumers = list(consumers)
         if not self.consumers:
@@ -93,6 +104,9 @@ class Worker:
         self.middleware = (
             MetricsMiddleware(self.metrics, {c.queue: c.name for c in self.consumers}),
             *middleware,
+            DeadlineMiddleware(
+                lambda: self._deadline_channel, {c.queue: c.timeout for c in self.consumers}
+            ),
         )
         self.collector = QueueStatsCollector(
             self.metrics, {c.queue: c.timeout for c in self.consumers}, stats_interval
@@ -114,9 +128,22 @@ class Worker:
             lease=lease,
             requeue_delay=requeue_delay,
             store_retry_budget=store_retry_budget,
+            timeout_grace=timeout_grace,
         )
+        self.processors = {
+            c.queue: Processor(c, self.options, self.middleware) for c in self.consumers
+        }
+        self.sweeper = Sweeper(
+            self.processors,
+            self._publish,
+            interval=sweep_interval or 60.0,
+            stuck_grace=stuck_grace,
+            republish_after=republish_after,
+        )
+        self._sweeping = sweep_interval is not None
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
+        self._deadline_channel: AbstractChannel | None = None
         self._subscriptions: list[_Subscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
@@ -142,19 +169,27 @@ class Worker:
         self._publish_channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
+        self._deadline_channel = await self._connection.channel(publisher_confirms=False)
         consume_channel = await self._connection.channel()
         await consume_channel.set_qos(prefetch_count=self.concurrency)
         for consumer in self.consumers:
+            processor = self.processors[consumer.queue]
             queue = await declare_topology(
                 consume_channel,
                 consumer.queue,
                 consumer.retry_policy.tiers_ms,
                 self.delivery_limit,
             )
-            processor = Processor(consumer, self.options, self.middleware)
+            timeouts = await declare_deadline_queues(
+                consume_channel, consumer.queue, round(consumer.timeout * 1000)
+            )
             tag = await queue.consume(self._dispatcher(processor))
             self._subscriptions.append(_Subscription(processor, queue, tag))
+            tag = await timeouts.consume(self._deadline_dispatcher(processor))
+            self._subscriptions.append(_Subscription(processor, timeouts, tag))
         self.collector.start()
+        if self._sweeping:
+            self.sweeper.start()
         if self.metrics_server is not None:
             await self.metrics_server.start()
         log.info(
@@ -205,6 +240,7 @@ class Worker:
 
     async def _close(self, connection: AbstractRobustConnection | None = None) -> None:
         await self.collector.stop()
+        await self.sweeper.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         connection = connection or self._connection
@@ -230,7 +266,7 @@ class Worker:
         try:
             decision = await processor.process(envelope)
             for outgoing in decision.publish:
-                await publish(self._require_publish_channel(), outgoing)
+                await self._publish(outgoing)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -249,6 +285,48 @@ class Worker:
             # The channel closed under us; the broker redelivers, and the outcome already
             # recorded makes the redelivery a skipped duplicate.
             log.warning("could not settle the delivery", error=str(exc), queue=envelope.queue)
+
+    def _deadline_dispatcher(
+        self, processor: Processor
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def on_deadline(message: AbstractIncomingMessage) -> None:
+            task = asyncio.create_task(self._expire(processor, message))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        return on_deadline
+
+    async def _expire(self, processor: Processor, message: AbstractIncomingMessage) -> None:
+        """A deadline passed: fail the execution if it still runs under the same claim."""
+        deadline = read_deadline(message.body)
+        if deadline is None:
+            log.warning("not a deadline message; dropped", queue=processor.consumer.queue)
+            await message.ack()
+            return
+        try:
+            decision = await processor.expire(*deadline)
+            for outgoing in decision.publish if decision else ():
+                await self._publish(outgoing)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("deadline not applied; requeued", error=str(exc))
+            await asyncio.sleep(self.options.requeue_delay)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        if decision is not None:
+            log.warning(
+                "execution timed out",
+                queue=processor.consumer.queue,
+                execution_id=deadline[0],
+                outcome=decision.outcome,
+            )
+        with contextlib.suppress(Exception):
+            await message.ack()
+
+    async def _publish(self, message: OutgoingMessage) -> None:
+        await publish(self._require_publish_channel(), message)
 
     def _require_publish_channel(self) -> AbstractChannel:
         if self._publish_channel is None:

@@ -1,0 +1,170 @@
+"""The periodic safety net (seed 003's stuck-task detection): fails executions stuck in
+processing past their timeout, republishes executions left queued with no message, and
+archives dead letters past their queue's auto-archive age. Free of any transport: follow-up
+messages go to ``publish``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from beanie import SortDirection
+from pymongo.errors import PyMongoError
+
+from tracker import db
+from tracker.clock import utcnow
+from tracker.envelope import OutgoingMessage
+from tracker.middleware import run_hooks
+from tracker.models import TaskStatus, TaskTracker
+from tracker.processor import Processor
+from tracker.store import archive
+
+log = structlog.get_logger("tracker.sweeper")
+Publish = Callable[[OutgoingMessage], Awaitable[None]]
+BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    republished: int = 0
+    archived: int = 0
+
+
+def auto_archive_reason(after_seconds: float) -> str:
+    days = after_seconds / 86400
+    return (
+        f"Auto-archived after {days:g} days"
+        if days >= 1
+        else (f"Auto-archived after {after_seconds:g} seconds")
+    )
+
+
+class Sweeper:
+    """``processors`` maps each queue to its processor (its consumer's settings).
+
+    ``stuck_grace``: how long past its timeout an execution may stay processing before the
+    sweeper fails it (the deadline listener normally does it at the timeout);
+    ``republish_after``: how long a queued execution may wait before it is presumed to have
+    no message and is published again (a second copy is harmless: it is a duplicate).
+    """
+
+    def __init__(
+        self,
+        processors: Mapping[str, Processor],
+        publish: Publish,
+        *,
+        interval: float = 60.0,
+        stuck_grace: float = 30.0,
+        republish_after: float = 600.0,
+        archived_by: str | None = None,
+    ) -> None:
+        self.processors = dict(processors)
+        self.publish = publish
+        self.interval = interval
+        self.stuck_grace = stuck_grace
+        self.republish_after = republish_after
+        self.archived_by = archived_by or f"tracker-sweeper@{socket.gethostname()}"
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tracker-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except PyMongoError as error:
+                log.warning("sweep skipped: MongoDB unavailable", error=str(error))
+            except Exception:
+                log.exception("sweep failed")
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> SweepReport:
+        report = SweepReport()
+        for queue, processor in self.processors.items():
+            report.expired += await self.fail_stuck(queue, processor)
+            report.republished += await self.republish_orphans(queue, processor)
+            report.archived += await self.auto_archive(queue, processor)
+        if report.expired or report.republished or report.archived:
+            log.info("sweep", **vars(report))
+        return report
+
+    async def fail_stuck(self, queue: str, processor: Processor) -> int:
+        limit = timedelta(seconds=processor.consumer.timeout + self.stuck_grace)
+        stuck = await TaskTracker.find_stuck_tasks(queue, limit)
+        failed = 0
+        for execution in stuck[:BATCH]:
+            decision = await processor.expire(execution.execution_id, execution.claim_token)
+            if decision is None:
+                continue
+            for message in decision.publish:
+                await self.publish(message)
+            failed += 1
+        return failed
+
+    async def republish_orphans(self, queue: str, processor: Processor) -> int:
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.republish_after)
+        waiting = (
+            await TaskTracker.find(
+                {
+                    "queueName": queue,
+                    "status": TaskStatus.QUEUED.value,
+                    "enqueuedAt": {"$lt": cutoff},
+                }
+            )
+            .sort([("enqueuedAt", SortDirection.ASCENDING)])
+            .limit(BATCH)
+            .to_list()
+        )
+        republished = 0
+        for execution in waiting:
+            if execution.republished_at is not None and execution.republished_at > cutoff:
+                continue
+            result = await db.collection().update_one(
+                {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value},
+                {"$set": {"republishedAt": now, "updatedAt": now}},
+            )
+            if result.matched_count:
+                await self.publish(processor.message_for(execution, 0.0))
+                republished += 1
+        return republished
+
+    async def auto_archive(self, queue: str, processor: Processor) -> int:
+        after = processor.consumer.dlq_auto_archive_after
+        if after is None:
+            return 0
+        cutoff = utcnow() - timedelta(seconds=after)
+        old = (
+            await TaskTracker.find(
+                {"queueName": queue, "status": TaskStatus.DLQ.value, "enqueuedAt": {"$lt": cutoff}}
+            )
+            .limit(BATCH)
+            .to_list()
+        )
+        archived = 0
+        for execution in old:
+            _, changed = await archive(
+                execution.execution_id,
+                reason=auto_archive_reason(after),
+                archived_by=self.archived_by,
+                retention=processor.consumer.archived_retention,
+            )
+            archived += changed
+        if archived:
+            await run_hooks(processor.middleware, "on_archived", queue, archived)
+        return archived
