@@ -44,7 +44,11 @@ class Broker:
         for name in self.queues:
             names = {
                 *topology_queue_names(name, RetryPolicy().tiers_ms),
-                *(n for ms in TEST_TIMEOUTS_MS for n in topology_queue_names(name, FAST.tiers_ms, ms)),
+                *(
+                    n
+                    for ms in TEST_TIMEOUTS_MS
+                    for n in topology_queue_names(name, FAST.tiers_ms, ms)
+                ),
             }
             for queue in names:
                 await channel.queue_delete(queue)

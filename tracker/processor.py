@@ -242,7 +242,11 @@ class Processor:
             task_id=execution.task_id,
             execution_id=execution.execution_id,
             retry_count=execution.retry_count,
-            max_retries=execution.effective_max_retries(),
+            max_retries=(
+                self.consumer.max_retries
+                if execution.max_retries is None
+                else execution.max_retries
+            ),
             queue=self.consumer.queue,
             metadata=execution.metadata,
             log=structlog.get_logger("tracker.task").bind(**bound),
