@@ -118,6 +118,7 @@ class TaskTracker(Document):
     error_message: str | None = Field(default=None, alias="errorMessage")
     error_category: ErrorCategory | None = Field(default=None, alias="errorCategory")
     error_stack: str | None = Field(default=None, alias="errorStack")
+    error_type: str | None = Field(default=None, alias="errorType")
 
     metadata: dict[str, Any] = Field(default_factory=dict)
 

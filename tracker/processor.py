@@ -40,6 +40,8 @@ from tracker.models import ErrorCategory, TaskStatus, TaskTracker
 from tracker.store import create_execution, encode_payload
 
 log = structlog.get_logger("tracker.processor")
+# The errorType of a delivery that broke the message contract.
+REJECTED_TYPE = "InvalidMessage"
 T = TypeVar("T")
 
 Outcome = Literal[
@@ -342,6 +344,7 @@ class Processor:
             "errorMessage": message,
             "errorCategory": category.value,
             "errorStack": None if isinstance(error, ControlFlow) else error_stack(error),
+            "errorType": type(error).__name__,
         }
         retry = not isinstance(error, Reject) and consumer.retry_policy.should_retry(
             category, task.retry_count, task.max_retries
@@ -488,6 +491,7 @@ class Processor:
             fields={
                 "errorMessage": message.reason,
                 "errorCategory": ErrorCategory.VALIDATION.value,
+                "errorType": REJECTED_TYPE,
                 "failedAt": utcnow(),
             },
         )
@@ -507,6 +511,7 @@ class Processor:
             fields={
                 "errorMessage": message.reason,
                 "errorCategory": ErrorCategory.VALIDATION.value,
+                "errorType": REJECTED_TYPE,
             },
         )
         return await self._rejected(envelope, message)

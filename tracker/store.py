@@ -168,10 +168,11 @@ async def archive(
     reason: str,
     archived_by: str,
     retention: float | timedelta | None = None,
+    fields: dict[str, Any] | None = None,
 ) -> tuple[TaskStatus, bool]:
     """Archive a dead letter (dlq -> archived) with seed 003's reason and author; it is then
     deleted ``retention`` later by the TTL index (kept forever when None)."""
-    fields: dict[str, Any] = {"archivedReason": reason, "archivedBy": archived_by}
+    fields = {**(fields or {}), "archivedReason": reason, "archivedBy": archived_by}
     if retention is not None:
         fields["expiresAt"] = utcnow() + timedelta(seconds=seconds(retention))
     return await transition(

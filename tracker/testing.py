@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -27,9 +28,15 @@ __all__ = ["RecordingMiddleware", "capture_logs", "store_outage"]
 @contextlib.contextmanager
 def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """structlog's ``capture_logs`` with the context the tracker binds (queue, task_id,
-    execution_id, retry_count) merged into each captured entry."""
-    with _capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        yield logs
+    execution_id, retry_count) merged into each captured entry, at every level whatever the
+    configured one."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET))
+    try:
+        with _capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            yield logs
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 class RecordingMiddleware(Middleware):

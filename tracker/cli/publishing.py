@@ -1,0 +1,53 @@
+"""Publishing from the command line: a confirmed aio-pika channel, and the processor that
+fails stuck executions when the consumer's own settings are not at hand."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aio_pika
+import click
+from aio_pika.abc import AbstractChannel
+
+from tracker.consumer import TaskContext, tracked
+from tracker.envelope import OutgoingMessage
+from tracker.processor import Processor, ProcessorOptions
+from tracker.rabbit.amqp import publish
+from tracker.settings import Settings
+
+CLI_WORKER = "tracker-cli"
+
+
+@contextlib.asynccontextmanager
+async def cli_channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
+    """A channel with publisher confirms on TRACKER_AMQP_URL, or a clear error."""
+    try:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    except Exception as error:
+        raise click.ClickException(
+            f"cannot reach RabbitMQ at {settings.amqp_url.split('@')[-1]}: {error} "
+            "(set TRACKER_AMQP_URL)"
+        ) from error
+    async with connection:
+        yield await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+@contextlib.asynccontextmanager
+async def cli_publisher(
+    settings: Settings,
+) -> AsyncIterator[Callable[[OutgoingMessage], Awaitable[None]]]:
+    """A function publishing each message, confirmed."""
+    async with cli_channel(settings) as channel:
+        yield lambda message: publish(channel, message)
+
+
+def placeholder_processor(queue: str, timeout: float) -> Processor:
+    """A processor with the default retry policy for ``queue``: the stored maxRetries of each
+    execution still decides how many retries it gets."""
+
+    async def not_run(task: TaskContext) -> None:  # the command runs no handler
+        raise NotImplementedError
+
+    consumer = tracked(queue, timeout=max(timeout, 0.001))(not_run)
+    return Processor(consumer, ProcessorOptions(worker_id=CLI_WORKER))

@@ -1,0 +1,227 @@
+"""Operations on dead letters, free of any transport: select, group by error signature,
+retry, archive, purge. The CLI formats these; messages to publish go to ``publish``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from beanie import SortDirection
+
+from tracker import db
+from tracker.clock import seconds, utcnow
+from tracker.envelope import OutgoingMessage, task_message
+from tracker.models import TaskStatus, TaskTracker
+from tracker.store import archive, create_execution, encode_payload
+
+MANUAL_RETRY_REASON = "Manual retry initiated"
+Publish = Callable[[OutgoingMessage], Awaitable[None]]
+
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+_HEX = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters: by id, or by queue, category and minimum age."""
+
+    execution_ids: Sequence[str] = ()
+    queue: str | None = None
+    category: str | None = None
+    older_than: float | None = None
+    group: str | None = None
+    limit: int | None = None
+
+    @property
+    def by_id(self) -> bool:
+        return bool(self.execution_ids)
+
+
+def message_shape(message: str | None) -> str:
+    """The message with its variable parts (ids, quoted values, numbers) blanked, so errors
+    that differ only in those group together."""
+    text = message or ""
+    text = _UUID.sub("<id>", text)
+    text = _QUOTED.sub("<value>", text)
+    text = _HEX.sub("<id>", text)
+    return _NUMBER.sub("<n>", text)
+
+
+def signature(entry: TaskTracker) -> str:
+    """A short stable id of the entry's cause: category, exception type, message shape."""
+    parts = [
+        entry.error_category.value if entry.error_category else "unknown",
+        entry.error_type or "",
+        message_shape(entry.error_message),
+    ]
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Group:
+    signature: str
+    category: str
+    error_type: str
+    shape: str
+    count: int = 0
+    queues: set[str] = field(default_factory=set)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    example: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.signature,
+            "category": self.category,
+            "errorType": self.error_type,
+            "message": self.shape,
+            "example": self.example,
+            "count": self.count,
+            "queues": sorted(self.queues),
+            "firstSeen": self.first_seen.isoformat() if self.first_seen else None,
+            "lastSeen": self.last_seen.isoformat() if self.last_seen else None,
+        }
+
+
+def _query(selection: Selection, status: TaskStatus = TaskStatus.DLQ) -> dict[str, Any]:
+    query: dict[str, Any] = {"status": status.value}
+    if selection.by_id:
+        query["executionId"] = {"$in": list(selection.execution_ids)}
+        return query
+    if selection.queue:
+        query["queueName"] = selection.queue
+    if selection.category:
+        query["errorCategory"] = selection.category
+    if selection.older_than is not None:
+        query["enqueuedAt"] = {"$lt": utcnow() - timedelta(seconds=selection.older_than)}
+    return query
+
+
+async def select(selection: Selection) -> AsyncIterator[TaskTracker]:
+    """The dead letters of ``selection``, newest first."""
+    query = _query(selection)
+    cursor = TaskTracker.find(query).sort([("enqueuedAt", SortDirection.DESCENDING)])
+    if selection.limit is not None and selection.group is None:
+        cursor = cursor.limit(selection.limit)
+    async for entry in cursor:
+        if selection.group is None or signature(entry) == selection.group:
+            yield entry
+
+
+async def missing_ids(execution_ids: Sequence[str]) -> list[str]:
+    """Those of ``execution_ids`` that are not dead letters (unknown, or in another status)."""
+    found = {
+        doc.execution_id
+        async for doc in TaskTracker.find(
+            {"executionId": {"$in": list(execution_ids)}, "status": TaskStatus.DLQ.value}
+        )
+    }
+    return [eid for eid in execution_ids if eid not in found]
+
+
+async def group(selection: Selection) -> list[Group]:
+    """Dead letters grouped by signature, largest group first."""
+    groups: dict[str, Group] = {}
+    async for entry in select(selection):
+        key = signature(entry)
+        seen = entry.failed_at or entry.enqueued_at
+        item = groups.setdefault(
+            key,
+            Group(
+                signature=key,
+                category=entry.error_category.value if entry.error_category else "unknown",
+                error_type=entry.error_type or "",
+                shape=message_shape(entry.error_message),
+                example=entry.error_message or "",
+            ),
+        )
+        item.count += 1
+        item.queues.add(entry.queue_name)
+        item.first_seen = min(filter(None, (item.first_seen, seen)))
+        item.last_seen = max(filter(None, (item.last_seen, seen)))
+    return sorted(groups.values(), key=lambda g: (-g.count, g.signature))
+
+
+RetryOutcome = Literal["retried", "refused", "failed"]
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    execution_id: str
+    task_id: str
+    outcome: RetryOutcome
+    new_execution_id: str | None = None
+    reason: str = ""
+
+
+async def retry(
+    entry: TaskTracker, publish: Publish, *, archived_by: str, retention: float | None
+) -> RetryResult:
+    """Enqueue a new execution of the entry's task (same taskId, next retryCount, a fresh
+    retry budget), publish it, then archive the entry with "Manual retry initiated". Refused
+    when the task already has an active execution; nothing changes then."""
+    budget = entry.max_retries if entry.max_retries is not None else 0
+    retry_count = entry.retry_count + 1
+    created = await create_execution(
+        entry.task_id,
+        entry.queue_name,
+        entry.payload,
+        retry_count=retry_count,
+        max_retries=retry_count + budget,
+        metadata=entry.metadata,
+        message_version=entry.message_version,
+        history_message=f"manual retry of {entry.execution_id}",
+    )
+    new = created.execution
+    if created.deduplicated:
+        return RetryResult(
+            entry.execution_id,
+            entry.task_id,
+            "refused",
+            new.execution_id,
+            f"the task already has an active execution {new.execution_id} ({new.status.value})",
+        )
+    message = task_message(
+        entry.queue_name,
+        encode_payload(new.payload),
+        task_id=new.task_id,
+        execution_id=new.execution_id,
+        retry_count=new.retry_count,
+        max_retries=new.max_retries,
+    )
+    try:
+        await publish(message)
+    except Exception as exc:
+        await db.collection().delete_one(
+            {"executionId": new.execution_id, "status": TaskStatus.QUEUED.value}
+        )
+        return RetryResult(
+            entry.execution_id, entry.task_id, "failed", None, f"publish failed: {exc}"
+        )
+    await archive(
+        entry.execution_id,
+        reason=MANUAL_RETRY_REASON,
+        archived_by=archived_by,
+        retention=retention,
+        fields={"nextExecutionId": new.execution_id},
+    )
+    return RetryResult(entry.execution_id, entry.task_id, "retried", new.execution_id)
+
+
+async def purge_archived(older_than: float | timedelta, *, dry_run: bool = False) -> int:
+    """Delete archived entries archived more than ``older_than`` ago (an archived document is
+    not written after its archiving, so ``updatedAt`` is its archive time)."""
+    query = {
+        "status": TaskStatus.ARCHIVED.value,
+        "updatedAt": {"$lt": utcnow() - timedelta(seconds=seconds(older_than))},
+    }
+    if dry_run:
+        return await db.collection().count_documents(query)
+    result = await db.collection().delete_many(query)
+    return result.deleted_count
