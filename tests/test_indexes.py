@@ -9,6 +9,7 @@ from mongomock_motor import AsyncMongoMockCollection
 
 from tests.conftest import in_memory
 from tests.factories import execution_in
+import tracker
 from tracker import (
     TaskStatus,
     TaskTracker,
@@ -135,6 +136,54 @@ async def test_every_store_query_is_served_by_an_index(
     assert {"find", "find_one", "find_one_and_update", "update_one", "aggregate"} <= operations
     unserved = [(op, q, s) for op, q, s in recorded_queries if not _served(q, s)]
     assert unserved == []
+
+
+def _uses_an_index(query: dict[str, Any], sort: list[tuple[str, int]]) -> bool:
+    """Looser, for operator commands with optional filters: some index starts with a field the
+    query constrains by equality, so the server never scans the collection."""
+    if UNIQUE_FIELDS & query.keys():
+        return True
+    equality = {
+        f for f, v in query.items() if not (isinstance(v, dict) and RANGE_OPERATORS & v.keys())
+    }
+    return any(next(iter(index.document["key"])) in equality for index in INDEXES)
+
+
+async def test_every_operator_query_uses_an_index(
+    recorded_queries: list[tuple[str, dict[str, Any], list[Any]]],
+) -> None:
+    # Given: the background statistics, the sweeper and every CLI selection
+    from tracker import dlq
+    from tracker.observability import QueueStatsCollector, TrackerMetrics
+    from tracker.processor import Processor, ProcessorOptions
+    from tracker.sweeper import Sweeper
+
+    await execution_in(TaskStatus.DLQ)
+    await execution_in(TaskStatus.PROCESSING)
+
+    async def handle(task: tracker.TaskContext) -> None: ...
+
+    processor = Processor(tracker.tracked("reports")(handle), ProcessorOptions(worker_id="w"))
+
+    async def publish(message: Any) -> None: ...
+
+    await QueueStatsCollector(TrackerMetrics(), {"reports": 60}).refresh()
+    await Sweeper({"reports": processor}, publish).sweep()
+    background = list(recorded_queries)
+    for selection in (
+        dlq.Selection(),
+        dlq.Selection(queue="reports"),
+        dlq.Selection(category="validation"),
+        dlq.Selection(queue="reports", category="validation", older_than=60),
+        dlq.Selection(older_than=60),
+    ):
+        await dlq.group(selection)
+    await dlq.purge_archived(60, dry_run=True)
+    await dlq.purge_archived(60)
+    # Then: the hot path of the collector and sweeper is strictly served, the rest indexed
+    assert background
+    assert [(op, q, s) for op, q, s in background if not _served(q, s)] == []
+    assert [(op, q, s) for op, q, s in recorded_queries if not _uses_an_index(q, s)] == []
 
 
 def test_the_index_check_rejects_a_collection_scan() -> None:

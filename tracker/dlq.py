@@ -104,9 +104,11 @@ def _query(selection: Selection, status: TaskStatus = TaskStatus.DLQ) -> dict[st
 
 
 async def select(selection: Selection) -> AsyncIterator[TaskTracker]:
-    """The dead letters of ``selection``, newest first."""
+    """The dead letters of ``selection``, newest first (by enqueue within a queue, else by
+    when they were dead-lettered: the sort each index serves)."""
     query = _query(selection)
-    cursor = TaskTracker.find(query).sort([("enqueuedAt", SortDirection.DESCENDING)])
+    order = "enqueuedAt" if selection.queue else "updatedAt"
+    cursor = TaskTracker.find(query).sort([(order, SortDirection.DESCENDING)])
     if selection.limit is not None and selection.group is None:
         cursor = cursor.limit(selection.limit)
     async for entry in cursor:
