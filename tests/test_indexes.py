@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from mongomock_motor import AsyncMongoMockCollection
 
+import tracker
 from tests.conftest import in_memory
 from tests.factories import execution_in
-import tracker
 from tracker import (
     TaskStatus,
     TaskTracker,
