@@ -125,7 +125,7 @@ def render(rows: list[tuple[Any, ...]], fmt: str, header: bool) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-@tracker.tracked(QUEUE, max_retries=3, timeout=300)
+@tracker.tracked(QUEUE, max_retries=3, timeout=300, timeout_message="make report timeout")
 async def make_report(task: tracker.TaskContext) -> dict[str, Any]:
     request = Request.parse(task.payload)
     simulate = request.params.get("simulate")
@@ -133,7 +133,7 @@ async def make_report(task: tracker.TaskContext) -> dict[str, Any]:
         raise tracker.PartnerAPIError("pricing partner answered 503 Service Unavailable")
     if simulate == "flaky" and task.retry_count == 0:
         raise tracker.TransientError("search index timed out, will retry")
-    if simulate == "slow":
+    if simulate == "slow" and task.retry_count == 0:
         await asyncio.sleep(float(request.params.get("seconds", 600)))
 
     folder = output_dir() / task.task_id.replace(":", "_")

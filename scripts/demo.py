@@ -2,8 +2,9 @@
 behind the tracker, on the local RabbitMQ and the in-memory MongoDB.
 
 Submits a stream of report requests (with duplicates, a malformed message, one that fails
-transiently, one whose partner stays down), shows progress, then prints the retry chains,
-the dead-letter queue, queue statistics and where the files went.
+transiently, one whose partner stays down, one whose first attempt hangs past its timeout),
+shows progress, then prints the retry chains, the dead-letter queue grouped by cause, queue
+statistics and where the files went.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 
 import aio_pika
 
 import tracker
 from consumers import reports
-from tracker import TaskStatus, TaskTracker
+from tracker import TaskTracker, dlq
 from tracker.constants import dlq_name
 from tracker.logging import configure_logging
 from tracker.rabbit.topology import topology_queue_names
@@ -38,6 +38,7 @@ REQUESTS = [
     {"region": "east", "rows": 3000},  # a duplicate of the third
     {"region": "south", "rows": 600, "simulate": "flaky"},
     {"region": "west", "rows": 100, "simulate": "partner_down"},
+    {"region": "east", "rows": 200, "simulate": "slow", "seconds": 30},  # first attempt hangs
 ]
 
 
@@ -46,20 +47,25 @@ def line(text: str = "") -> None:
 
 
 async def progress(queue: str, expected: int, deadline: float) -> dict[str, int]:
-    """Redraw one status line until every task is final or the deadline passes."""
+    """Show the statuses live (one redrawn line on a terminal, a line per change otherwise)
+    until every task is final or the deadline passes."""
+    shown = ""
     while True:
         stats = await TaskTracker.get_queue_stats(queue)
         finals = stats["completed"] + stats["dlq"] + stats["archived"]
         bar = "#" * int(30 * min(finals, expected) / expected)
         status = "  ".join(f"{k} {v}" for k, v in stats.items())
-        sys.stdout.write(f"\r  [{bar:<30}] {status}   ")
+        if sys.stdout.isatty():
+            sys.stdout.write(f"\r  [{bar:<30}] {status}   ")
+        elif status != shown:
+            sys.stdout.write(f"  [{bar:<30}] {status}\n")
+        shown = status
         sys.stdout.flush()
         if finals >= expected and stats["queued"] == stats["processing"] == 0:
-            sys.stdout.write("\n")
+            sys.stdout.write("\n" if sys.stdout.isatty() else "")
             return stats
         if time.monotonic() > deadline:
-            sys.stdout.write("\n")
-            raise SystemExit("the demo did not finish in time")
+            raise SystemExit("\nthe demo did not finish in time")
         await asyncio.sleep(0.2)
 
 
@@ -72,13 +78,20 @@ async def main() -> None:
     line("  MongoDB: in-memory (this process only)")
     line(f"  reports go to {reports.output_dir()}")
 
-    # A short retry policy so the demo's retries happen in seconds, not minutes.
+    # The report consumer with a short retry policy and timeout, so the demo's retries and
+    # its timeout happen in seconds, not minutes.
     policy = RetryPolicy(initial_delay=0.5, tiers=(0.5, 1, 2))
-    consumer = tracker.tracked(QUEUE, max_retries=2, retry_policy=policy)(
-        reports.make_report.handler
-    )
+    consumer = tracker.tracked(
+        QUEUE,
+        max_retries=2,
+        retry_policy=policy,
+        timeout=2,
+        timeout_message=reports.make_report.timeout_message,
+    )(reports.make_report.handler)
     started = time.monotonic()
-    async with tracker.Worker([consumer], settings.amqp_url, concurrency=4, lease=5):
+    async with tracker.Worker(
+        [consumer], settings.amqp_url, concurrency=4, lease=3, shutdown_timeout=2
+    ):
         async with tracker.Publisher(settings.amqp_url) as pub:
             submitted: list[tracker.EnqueueResult] = []
             for params in REQUESTS:
@@ -112,14 +125,12 @@ async def main() -> None:
                 )
                 line(f"    #{doc.retry_count} {doc.status.value:<10}{error}")
 
-    line("\ndead-letter queue, grouped by cause")
-    dead = await TaskTracker.find({"queueName": QUEUE, "status": TaskStatus.DLQ.value}).to_list()
-    causes = Counter(
-        (d.error_category.value if d.error_category else "?", d.error_message) for d in dead
-    )
-    for (category, message), count in causes.most_common():
-        line(f"  {count} x {category:<11} {message}")
-    line(f"  ({len(dead)} records in MongoDB; messages in RabbitMQ queue {dlq_name(QUEUE)})")
+    line("\ndead-letter queue, grouped by cause (as `tracker dlq list --group` shows it)")
+    groups = await dlq.group(dlq.Selection(queue=QUEUE))
+    for group in groups:
+        line(f"  {group.signature}  {group.count} x {group.category:<11} {group.shape}")
+    total = sum(g.count for g in groups)
+    line(f"  ({total} records in MongoDB; message copies in RabbitMQ queue {dlq_name(QUEUE)})")
 
     line("\nqueue stats: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     line("\nreports written")

@@ -173,12 +173,13 @@ def main(ctx: click.Context) -> None:
 
 
 def register() -> None:
-    from tracker.cli import dlq, tasks
+    from tracker.cli import dlq, serve, tasks
 
     main.add_command(tasks.status)
     main.add_command(tasks.stats)
     main.add_command(tasks.stuck)
     main.add_command(dlq.dlq)
+    main.add_command(serve.serve)
 
 
 register()

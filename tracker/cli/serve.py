@@ -1,0 +1,112 @@
+"""``tracker serve MODULE...``: the service. Runs the tracked consumers of the modules, the
+deadline listener and sweeper, and the metrics/health endpoint in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+from types import ModuleType
+
+import click
+import structlog
+
+from tracker import db
+from tracker.cli.app import state
+from tracker.consumer import TrackedConsumer
+from tracker.logging import configure_logging
+from tracker.rabbit.worker import Worker
+from tracker.settings import Settings
+
+log = structlog.get_logger("tracker.serve")
+
+IN_MEMORY_WARNING = (
+    "TRACKER_MONGODB_URL is not set: running on the IN-MEMORY MongoDB. Nothing persists, "
+    "nothing is shared with other processes, and the `tracker` command cannot see it. "
+    "Set TRACKER_MONGODB_URL for anything but a trial."
+)
+
+
+def consumers_of(module: ModuleType) -> list[TrackedConsumer]:
+    """The module's ``CONSUMERS`` list if it has one, else every ``@tracked`` consumer in it."""
+    declared = getattr(module, "CONSUMERS", None)
+    if declared is not None:
+        found = list(declared)
+    else:
+        found = [value for value in vars(module).values() if isinstance(value, TrackedConsumer)]
+    if not found or not all(isinstance(c, TrackedConsumer) for c in found):
+        raise click.UsageError(f"module {module.__name__!r} has no @tracker.tracked consumers")
+    return found
+
+
+def load(modules: tuple[str, ...]) -> list[TrackedConsumer]:
+    consumers: list[TrackedConsumer] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            raise click.UsageError(f"cannot import {name!r}: {error}") from error
+        consumers.extend(consumers_of(module))
+    return consumers
+
+
+async def serve_until_signalled(
+    consumers: list[TrackedConsumer], settings: Settings, concurrency: int, shutdown_timeout: float
+) -> None:
+    await db.connect(settings.mongodb_url, settings.database)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(
+        consumers,
+        settings.amqp_url,
+        concurrency=concurrency,
+        shutdown_timeout=shutdown_timeout,
+        metrics_port=settings.metrics_port,
+    )
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("signal received: stopping gracefully", shutdown_timeout=shutdown_timeout)
+    finally:
+        await db.disconnect()
+
+
+@click.command()
+@click.argument("modules", nargs=-1, required=True)
+@click.option(
+    "--concurrency", "-c", default=10, show_default=True, help="Messages in flight per queue."
+)
+@click.option(
+    "--shutdown-timeout",
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, seconds in-flight handlers get to finish.",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, modules: tuple[str, ...], concurrency: int, shutdown_timeout: float
+) -> None:
+    """Run the tracked consumers of MODULES (e.g. consumers.reports) as a service.
+
+    One process runs the consumers, the timeout listener, the sweeper and the /metrics and
+    /healthz endpoint on TRACKER_METRICS_PORT. Logs are JSON lines unless TRACKER_LOG_FORMAT
+    is console. SIGTERM or SIGINT stops it gracefully.
+    """
+    settings = state(ctx).settings
+    # A service logs JSON lines unless told otherwise.
+    log_format = settings.log_format if "TRACKER_LOG_FORMAT" in os.environ else "json"
+    configure_logging(log_format, settings.log_level)
+    consumers = load(modules)
+    if settings.in_memory:
+        log.warning(IN_MEMORY_WARNING)
+        click.echo(f"WARNING: {IN_MEMORY_WARNING}", err=True)
+    log.info(
+        "serving",
+        queues=[c.queue for c in consumers],
+        metrics_port=settings.metrics_port,
+        database=settings.database,
+    )
+    asyncio.run(serve_until_signalled(consumers, settings, concurrency, shutdown_timeout))
