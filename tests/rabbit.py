@@ -19,7 +19,7 @@ from tracker.rabbit.topology import declare_topology, topology_queue_names
 
 FAST = RetryPolicy(initial_delay=0.2, multiplier=2, jitter=0, tiers=(0.2, 0.4))
 # Consumer timeouts used by the tests: their deadline queues are deleted after each test.
-TEST_TIMEOUTS_MS = (300_000, 1_000, 2_000, 500)
+TEST_TIMEOUTS_MS = (300_000, 60_000, 1_000, 2_000, 500)
 
 
 class Broker:

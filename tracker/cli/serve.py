@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import os
 import signal
+import sys
 from types import ModuleType
 
 import click
@@ -41,6 +42,9 @@ def consumers_of(module: ModuleType) -> list[TrackedConsumer]:
 
 
 def load(modules: tuple[str, ...]) -> list[TrackedConsumer]:
+    """Import each module, from the current directory first as ``python -m`` would."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     consumers: list[TrackedConsumer] = []
     for name in modules:
         try:
