@@ -125,6 +125,16 @@ def render(rows: list[tuple[Any, ...]], fmt: str, header: bool) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def merge(parts: list[Path], final: Path) -> None:
+    """Concatenate the page files into ``final`` and remove them with their folder."""
+    with final.open("w") as merged:
+        for part in parts:
+            merged.write(part.read_text())
+            part.unlink()
+    if parts:
+        parts[0].parent.rmdir()
+
+
 @tracker.tracked(QUEUE, max_retries=3, timeout=300, timeout_message="make report timeout")
 async def make_report(task: tracker.TaskContext) -> dict[str, Any]:
     request = Request.parse(task.payload)
@@ -138,22 +148,18 @@ async def make_report(task: tracker.TaskContext) -> dict[str, Any]:
 
     folder = output_dir() / task.task_id.replace(":", "_")
     parts_dir = folder / f"parts-{task.execution_id[:8]}"
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)
     total = request.params.get("rows", 1000)
     pages = max(1, -(-total // PAGE_SIZE))
     parts = []
     for page in range(pages):
-        rows = search(request.params, page)
+        # Files are written on a thread: a large report must not block other handlers.
+        text = render(search(request.params, page), request.fmt, header=page == 0)
         part = parts_dir / f"page-{page:05d}.{request.fmt}"
-        part.write_text(render(rows, request.fmt, header=page == 0))
+        await asyncio.to_thread(part.write_text, text)
         parts.append(part)
-        await asyncio.sleep(0)  # let other reports progress between pages
     final = folder / f"report.{request.fmt}"
-    with final.open("w") as merged:
-        for part in parts:
-            merged.write(part.read_text())
-            part.unlink()
-    parts_dir.rmdir()
+    await asyncio.to_thread(merge, parts, final)
     task.log.info("report written", path=str(final), pages=pages)
     return {"path": str(final), "pages": pages, "format": request.fmt}
 
