@@ -31,5 +31,9 @@ demo: env
 	@bash scripts/ensure-rabbitmq.sh
 	$(UV) run --frozen python scripts/demo.py
 
+bench: env
+	@bash scripts/ensure-rabbitmq.sh
+	$(UV) run --frozen python -m bench.run
+
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

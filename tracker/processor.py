@@ -75,7 +75,9 @@ class Claimed:
     task: TaskContext
     token: str
     envelope: Envelope
-    heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
+    # A timer, not a task: most handlers finish before the first renewal is due.
+    heartbeat: asyncio.TimerHandle | None = field(default=None, repr=False)
+    renewal: asyncio.Task[None] | None = field(default=None, repr=False)
     handler_task: asyncio.Future[Any] | None = field(default=None, repr=False)
     claim_lost: bool = False
 
@@ -229,7 +231,7 @@ class Processor:
     ) -> Claimed:
         task = self._context(execution, message.payload, envelope.redelivered)
         claimed = Claimed(task=task, token=token, envelope=envelope)
-        claimed.heartbeat = asyncio.create_task(self._heartbeat(claimed))
+        self._schedule_heartbeat(claimed)
         return claimed
 
     def _context(self, execution: TaskTracker, payload: Any, redelivered: bool) -> TaskContext:
@@ -562,31 +564,39 @@ class Processor:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    async def _heartbeat(self, claimed: Claimed) -> None:
-        """Renew the lease every third of it while the handler runs; cancel the handler's
-        wait when the claim is lost (it timed out or was taken over)."""
-        interval = self.options.lease / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                held = await states.renew_lease(
-                    claimed.task.execution_id, claimed.token, self.options.lease
-                )
-            except PyMongoError as error:
-                log.warning("lease renewal failed", error=str(error))
-                continue
-            if not held:
-                claimed.claim_lost = True
-                claimed.task.log.warning("claim lost while the handler ran; stopping it")
-                if claimed.handler_task is not None:
-                    claimed.handler_task.cancel()
-                return
+    def _schedule_heartbeat(self, claimed: Claimed) -> None:
+        """Renew the lease every third of it while the handler runs."""
+        loop = asyncio.get_running_loop()
+        claimed.heartbeat = loop.call_later(self.options.lease / 3, self._beat, claimed)
+
+    def _beat(self, claimed: Claimed) -> None:
+        claimed.renewal = asyncio.get_running_loop().create_task(self._renew(claimed))
+
+    async def _renew(self, claimed: Claimed) -> None:
+        """One renewal; when the claim is lost (timed out, taken over), stop the handler."""
+        try:
+            held = await states.renew_lease(
+                claimed.task.execution_id, claimed.token, self.options.lease
+            )
+        except PyMongoError as error:
+            log.warning("lease renewal failed", error=str(error))
+            held = True
+        if held:
+            self._schedule_heartbeat(claimed)
+            return
+        claimed.claim_lost = True
+        claimed.task.log.warning("claim lost while the handler ran; stopping it")
+        if claimed.handler_task is not None:
+            claimed.handler_task.cancel()
 
     async def _stop_heartbeat(self, claimed: Claimed) -> None:
-        if claimed.heartbeat is not None and not claimed.heartbeat.done():
+        if claimed.heartbeat is not None:
             claimed.heartbeat.cancel()
+        renewal = claimed.renewal
+        if renewal is not None and not renewal.done() and renewal is not asyncio.current_task():
+            renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await claimed.heartbeat
+                await renewal
 
     @staticmethod
     def _expiry(retention: float | None) -> dict[str, Any]:

@@ -82,7 +82,7 @@ class Worker:
         metrics: TrackerMetrics | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
-        stats_interval: float = 15.0,
+        stats_interval: float | None = 15.0,
         timeout_grace: float = 5.0,
         sweep_interval: float | None = 60.0,
         stuck_grace: float = 30.0,
@@ -109,8 +109,9 @@ class Worker:
             ),
         )
         self.collector = QueueStatsCollector(
-            self.metrics, {c.queue: c.timeout for c in self.consumers}, stats_interval
+            self.metrics, {c.queue: c.timeout for c in self.consumers}, stats_interval or 15.0
         )
+        self._collecting = stats_interval is not None
         port = metrics_port if metrics_port is not None else _port_from_environment()
         self.metrics_server = (
             None
@@ -187,7 +188,8 @@ class Worker:
             self._subscriptions.append(_Subscription(processor, queue, tag))
             tag = await timeouts.consume(self._deadline_dispatcher(processor))
             self._subscriptions.append(_Subscription(processor, timeouts, tag))
-        self.collector.start()
+        if self._collecting:
+            self.collector.start()
         if self._sweeping:
             self.sweeper.start()
         if self.metrics_server is not None:
