@@ -249,7 +249,8 @@ async def _get(port: int) -> None:
 
 def projection(cpu_ms: float, trips: float, ceiling: float) -> list[str]:
     lines = [
-        "| MongoDB round trip | concurrency | per message: CPU + trips x latency | projected msg/s |",
+        "| MongoDB round trip | concurrency | per message: CPU + trips x latency "
+        "| projected msg/s |",
         "|---|---|---|---|",
     ]
     for latency in (0.3, 1.0):
