@@ -102,9 +102,13 @@ class PrometheusServer:
         self.base = f"http://127.0.0.1:{self.port}"
         rules = re.sub(r"for: \d+m", "for: 1s", ALERT_RULES.read_text())
         (workdir / "alerts.yml").write_text(rules)
+        discovery = re.compile(r"dns_sd_configs:.*?port: 9464", re.S)
+        assert discovery.search(PROMETHEUS_CONFIG.read_text()), "the target block moved"
         config = (
-            PROMETHEUS_CONFIG.read_text()
-            .replace("tracker:9464", f"127.0.0.1:{target_port}")
+            discovery.sub(
+                f'static_configs:\n      - targets: ["127.0.0.1:{target_port}"]',
+                PROMETHEUS_CONFIG.read_text(),
+            )
             .replace("scrape_interval: 15s", "scrape_interval: 1s")
             .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
         )

@@ -1,0 +1,33 @@
+# The tracker service: `tracker serve consumers.reports`, metrics and health on :9464.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy
+
+RUN pip install --no-cache-dir uv
+
+WORKDIR /app
+# Dependencies first, from the lock file, so code changes do not reinstall them.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY tracker ./tracker
+COPY consumers ./consumers
+RUN uv sync --frozen --no-dev
+
+RUN useradd --create-home --uid 10001 tracker \
+    && mkdir -p /data/reports \
+    && chown tracker /data/reports
+USER tracker
+
+ENV PATH="/app/.venv/bin:$PATH" \
+    TRACKER_LOG_FORMAT=json \
+    TRACKER_METRICS_PORT=9464 \
+    REPORTS_OUTPUT_DIR=/data/reports
+
+EXPOSE 9464
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=4).status != 200)"]
+STOPSIGNAL SIGTERM
+CMD ["tracker", "serve", "consumers.reports"]
