@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -130,3 +131,14 @@ async def test_stored_names_are_the_seed_camel_case() -> None:
     assert raw["status"] == "dlq"
     assert execution.updated_at.tzinfo is not None
     assert execution.updated_at <= utcnow()
+
+
+async def test_saving_through_the_model_maintains_updated_at() -> None:
+    execution, _ = await execution_in(TaskStatus.COMPLETED)
+    await asyncio.sleep(0.002)
+    execution.metadata["note"] = "edited by hand"
+    await execution.save()
+    stored = await TaskTracker.find_execution(execution.execution_id)
+    assert stored is not None
+    assert stored.metadata == {"note": "edited by hand"}
+    assert stored.updated_at > stored.completed_at  # type: ignore[operator]

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from beanie import Document, SortDirection
+from beanie import Document, Insert, Replace, Save, SaveChanges, SortDirection, before_event
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
@@ -164,6 +164,11 @@ class TaskTracker(Document):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else as_utc(value)
+
+    @before_event(Insert, Replace, Save, SaveChanges)
+    def _touch(self) -> None:
+        """Seed 003's pre-save hook; the tracker's own atomic updates set updatedAt too."""
+        self.updated_at = utcnow()
 
     def effective_max_retries(self) -> int:
         return DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries

@@ -5,8 +5,6 @@ messages go to ``publish``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from tracker.clock import utcnow
 from tracker.envelope import OutgoingMessage
 from tracker.middleware import run_hooks
 from tracker.models import TaskStatus, TaskTracker
+from tracker.periodic import Periodic
 from tracker.processor import Processor
 from tracker.store import archive
 
@@ -45,7 +44,7 @@ def auto_archive_reason(after_seconds: float) -> str:
     )
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """``processors`` maps each queue to its processor (its consumer's settings).
 
     ``stuck_grace``: how long past its timeout an execution may stay processing before the
@@ -64,34 +63,22 @@ class Sweeper:
         republish_after: float = 600.0,
         archived_by: str | None = None,
     ) -> None:
+        super().__init__(interval)
         self.processors = dict(processors)
         self.publish = publish
-        self.interval = interval
         self.stuck_grace = stuck_grace
         self.republish_after = republish_after
         self.archived_by = archived_by or f"tracker-sweeper@{socket.gethostname()}"
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tracker-sweeper")
+    name = "tracker-sweeper"
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except PyMongoError as error:
-                log.warning("sweep skipped: MongoDB unavailable", error=str(error))
-            except Exception:
-                log.exception("sweep failed")
-            await asyncio.sleep(self.interval)
+    async def tick(self) -> None:
+        try:
+            await self.sweep()
+        except PyMongoError as error:
+            log.warning("sweep skipped: MongoDB unavailable", error=str(error))
+        except Exception:
+            log.exception("sweep failed")
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()

@@ -66,6 +66,17 @@ def filters_without_group(func: Any) -> Any:
     return filter_options(func, with_group=False)
 
 
+by_option = click.option(
+    "--by", "archived_by", default=_default_user, help="Who did it (archivedBy; default: you)."
+)
+retention_option = click.option(
+    "--retention",
+    type=DURATION,
+    default=DEFAULT_ARCHIVED_RETENTION_SECONDS,
+    help="Keep the archived entries this long (default 30d).",
+)
+
+
 def entry_row(doc: TaskTracker) -> dict[str, Any]:
     return {
         "executionId": doc.execution_id,
@@ -245,13 +256,8 @@ def _summary(results: list[dict[str, Any]], verb: str, dry_run: bool, as_json: b
 @dlq.command()
 @click.argument("execution_ids", nargs=-1)
 @filter_options
-@click.option("--by", "archived_by", default=_default_user, help="Who is retrying (archivedBy).")
-@click.option(
-    "--retention",
-    type=DURATION,
-    default=DEFAULT_ARCHIVED_RETENTION_SECONDS,
-    help="Keep the archived entries this long (default 30d).",
-)
+@by_option
+@retention_option
 @dry_run_option
 @yes_option
 @json_option
@@ -305,13 +311,8 @@ def retry(
 @click.argument("execution_ids", nargs=-1)
 @filter_options
 @click.option("--reason", "-r", required=True, help="Why (archivedReason).")
-@click.option("--by", "archived_by", default=_default_user, help="Who (archivedBy).")
-@click.option(
-    "--retention",
-    type=DURATION,
-    default=DEFAULT_ARCHIVED_RETENTION_SECONDS,
-    help="Keep the archived entries this long (default 30d).",
-)
+@by_option
+@retention_option
 @dry_run_option
 @yes_option
 @json_option
@@ -384,7 +385,7 @@ async def _archive(
     default=lambda: f"tracker-dlq-auto-archive@{socket.gethostname()}",
     help="The archivedBy recorded (default: this command and host).",
 )
-@click.option("--retention", type=DURATION, default=DEFAULT_ARCHIVED_RETENTION_SECONDS)
+@retention_option
 @dry_run_option
 @yes_option
 @json_option

@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel
 from tracker.consumer import TaskContext, tracked
 from tracker.envelope import OutgoingMessage
 from tracker.processor import Processor, ProcessorOptions
-from tracker.rabbit.amqp import publish
+from tracker.rabbit.amqp import confirming_channel, publish
 from tracker.settings import Settings
 
 CLI_WORKER = "tracker-cli"
@@ -30,7 +30,7 @@ async def cli_channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
             "(set TRACKER_AMQP_URL)"
         ) from error
     async with connection:
-        yield await connection.channel(publisher_confirms=True, on_return_raises=True)
+        yield await confirming_channel(connection)
 
 
 @contextlib.asynccontextmanager

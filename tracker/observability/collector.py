@@ -3,8 +3,6 @@ never waits on MongoDB and costs the same however long the history grows."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -17,11 +15,12 @@ from tracker import db
 from tracker.clock import utcnow
 from tracker.models import TaskStatus, TaskTracker
 from tracker.observability.metrics import GAUGED_STATUSES, TrackerMetrics
+from tracker.periodic import Periodic
 
 log = structlog.get_logger("tracker.metrics")
 
 
-class QueueStatsCollector:
+class QueueStatsCollector(Periodic):
     """Refreshes the per-queue gauges every ``interval`` seconds. ``queues`` maps each queue to
     its consumer's timeout (seconds), which decides what counts as stuck.
 
@@ -32,28 +31,16 @@ class QueueStatsCollector:
     def __init__(
         self, metrics: TrackerMetrics, queues: Mapping[str, float], interval: float = 15.0
     ) -> None:
+        super().__init__(interval)
         self.metrics = metrics
         self.queues = dict(queues)
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
         for queue in self.queues:
             metrics.declare(queue)
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tracker-queue-stats")
+    name = "tracker-queue-stats"
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self.interval)
+    async def tick(self) -> None:
+        await self.refresh()
 
     async def refresh(self) -> bool:
         """Read every queue's statistics now; False (gauges left as they were) on failure."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from tracker.envelope import Envelope, OutgoingMessage
 
@@ -17,6 +17,11 @@ def to_envelope(queue: str, message: AbstractIncomingMessage) -> Envelope:
         correlation_id=message.correlation_id,
         redelivered=bool(message.redelivered),
     )
+
+
+async def confirming_channel(connection: AbstractConnection) -> AbstractChannel:
+    """A channel whose publishes wait for the broker's confirm and raise on a return."""
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
 
 async def publish(channel: AbstractChannel, message: OutgoingMessage) -> None:

@@ -14,7 +14,7 @@ from tracker.constants import DEFAULT_AMQP_URL, MAX_PAYLOAD_BYTES
 from tracker.enqueue import EnqueueResult
 from tracker.errors import PublishError
 from tracker.middleware import Middleware
-from tracker.rabbit.amqp import publish
+from tracker.rabbit.amqp import confirming_channel, publish
 from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, declare_work_queue
 
 
@@ -57,9 +57,7 @@ class Publisher:
 
     async def open(self) -> None:
         self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        self._channel = await confirming_channel(self._connection)
 
     async def close(self) -> None:
         if self._connection is not None:

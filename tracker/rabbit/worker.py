@@ -33,7 +33,7 @@ from tracker.observability import (
     TrackerMetrics,
 )
 from tracker.processor import Decision, Processor, ProcessorOptions
-from tracker.rabbit.amqp import publish, to_envelope
+from tracker.rabbit.amqp import confirming_channel, publish, to_envelope
 from tracker.rabbit.deadlines import DeadlineMiddleware, read_deadline
 from tracker.rabbit.topology import (
     DEFAULT_DELIVERY_LIMIT,
@@ -167,9 +167,7 @@ class Worker:
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._publish_channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        self._publish_channel = await confirming_channel(self._connection)
         self._deadline_channel = await self._connection.channel(publisher_confirms=False)
         consume_channel = await self._connection.channel()
         await consume_channel.set_qos(prefetch_count=self.concurrency)
