@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,7 +53,7 @@ Outcome = Literal[
     "duplicate",
     "stale",
     "store_unavailable",
-    "recovered",
+    "error",
 ]
 
 
@@ -120,9 +121,7 @@ class Processor:
         except asyncio.CancelledError:
             await self.abandon(started)
             raise
-        except BaseException as error:
-            if not isinstance(error, Exception):
-                raise
+        except Exception as error:
             return await self.finish(started, error=error)
         return await self.finish(started, result=result)
 
@@ -203,7 +202,7 @@ class Processor:
         if isinstance(message, InvalidMessage):
             return await self._reject_unknown(envelope, message)
         now = utcnow()
-        token = new_execution_id()
+        token = str(uuid.uuid4())
         created = await create_execution(
             message.task_id,
             self.consumer.queue,

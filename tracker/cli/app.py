@@ -170,16 +170,3 @@ def main(ctx: click.Context) -> None:
     # Output is the command's; logs go to stderr, quiet unless TRACKER_LOG_LEVEL asks.
     level = settings.log_level if os.environ.get("TRACKER_LOG_LEVEL") else "WARNING"
     configure_logging(settings.log_format, level)
-
-
-def register() -> None:
-    from tracker.cli import dlq, serve, tasks
-
-    main.add_command(tasks.status)
-    main.add_command(tasks.stats)
-    main.add_command(tasks.stuck)
-    main.add_command(dlq.dlq)
-    main.add_command(serve.serve)
-
-
-register()

@@ -271,9 +271,7 @@ class Worker:
             raise
         except Exception:
             log.exception("delivery could not be processed; requeued", queue=envelope.queue)
-            decision = Decision(
-                "store_unavailable", requeue=True, requeue_delay=self.options.requeue_delay
-            )
+            decision = Decision("error", requeue=True, requeue_delay=self.options.requeue_delay)
         await run_hooks(self.middleware, "before_ack", envelope, decision)
         try:
             if decision.requeue:
