@@ -12,6 +12,7 @@ from types import ModuleType
 
 import click
 import structlog
+from prometheus_client import disable_created_metrics
 
 from tracker import db
 from tracker.cli.app import state
@@ -104,6 +105,9 @@ def serve(
     log_format = settings.log_format if "TRACKER_LOG_FORMAT" in os.environ else "json"
     configure_logging(log_format, settings.log_level)
     consumers = load(modules)
+    # The service's exposition without the `_created` twin of every counter: half the size,
+    # and nothing in the dashboards or rules reads them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if settings.in_memory:
         log.warning(IN_MEMORY_WARNING)
         click.echo(f"WARNING: {IN_MEMORY_WARNING}", err=True)
