@@ -55,10 +55,6 @@ _ENTERED_AT: Final[Mapping[TaskStatus, str]] = MappingProxyType(
 )
 
 
-def can_transition(current: TaskStatus, target: TaskStatus) -> bool:
-    return target in TRANSITIONS[current]
-
-
 def sources(target: TaskStatus) -> frozenset[TaskStatus]:
     """The statuses from which ``target`` may be entered."""
     return frozenset(status for status, targets in TRANSITIONS.items() if target in targets)

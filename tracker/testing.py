@@ -46,7 +46,6 @@ class RecordingMiddleware(Middleware):
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.handled: list[str] = []
         self._changed = asyncio.Condition()
 
     async def _note(self, hook: str) -> None:
@@ -58,7 +57,6 @@ class RecordingMiddleware(Middleware):
         await self._note("before_process")
 
     async def after_claim(self, task: TaskContext) -> None:
-        self.handled.append(task.execution_id)
         await self._note("after_claim")
 
     async def before_ack(self, envelope: Envelope, decision: Decision) -> None:

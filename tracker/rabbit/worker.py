@@ -161,10 +161,6 @@ class Worker:
     ) -> None:
         await self.stop()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(self.amqp_url)
         self._publish_channel = await confirming_channel(self._connection)
