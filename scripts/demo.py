@@ -144,7 +144,7 @@ async def main() -> None:
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        for name in topology_queue_names(QUEUE, policy.tiers_ms):
+        for name in topology_queue_names(QUEUE, policy.tiers_ms, round(consumer.timeout * 1000)):
             await channel.queue_delete(name)
 
 
