@@ -103,16 +103,23 @@ def declare_topology(
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
 ) -> None:
     """The same queues as the asyncio worker declares (see ``tracker.rabbit.topology``)."""
-    channel.queue_declare(dlq_name(queue), durable=True, arguments=dlq_arguments())
-    channel.queue_declare(
-        queue, durable=True, arguments=work_queue_arguments(queue, delivery_limit)
-    )
+    declare_work_queue(channel, queue, delivery_limit)
     for delay_ms in tiers_ms if tiers_ms is not None else RetryPolicy().tiers_ms:
         channel.queue_declare(
             retry_queue_name(queue, delay_ms),
             durable=True,
             arguments=retry_queue_arguments(queue, delay_ms),
         )
+
+
+def declare_work_queue(
+    channel: BlockingChannel, queue: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+) -> None:
+    """``queue`` and its ``.dlq``, as ``tracker.rabbit.topology.declare_work_queue``."""
+    channel.queue_declare(dlq_name(queue), durable=True, arguments=dlq_arguments())
+    channel.queue_declare(
+        queue, durable=True, arguments=work_queue_arguments(queue, delivery_limit)
+    )
 
 
 def publish(channel: BlockingChannel, message: OutgoingMessage) -> None:
@@ -345,12 +352,7 @@ class SyncPublisher:
             return result
         try:
             if queue not in self._declared:
-                self._channel.queue_declare(
-                    dlq_name(queue), durable=True, arguments=dlq_arguments()
-                )
-                self._channel.queue_declare(
-                    queue, durable=True, arguments=work_queue_arguments(queue, self.delivery_limit)
-                )
+                declare_work_queue(self._channel, queue, self.delivery_limit)
                 self._declared.add(queue)
             publish(self._channel, message)
         except Exception as exc:
