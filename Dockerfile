@@ -23,7 +23,8 @@ USER tracker
 
 ENV PATH="/app/.venv/bin:$PATH" \
     TRACKER_LOG_FORMAT=json \
-    TRACKER_METRICS_PORT=9464 \
+    TRACKER_HTTP_PORT=9464 \
+    TRACKER_HTTP_HOST=0.0.0.0 \
     REPORTS_OUTPUT_DIR=/data/reports
 
 EXPOSE 9464

@@ -19,9 +19,10 @@ import aio_pika
 
 import tracker
 from consumers import reports
-from tracker import TaskTracker, dlq
+from tracker import TaskTracker
 from tracker.constants import dlq_name
 from tracker.logging import configure_logging
+from tracker.operations import dead_letters as dlq
 from tracker.rabbit.topology import topology_queue_names
 from tracker.retry import RetryPolicy
 from tracker.settings import Settings

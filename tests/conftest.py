@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import tracker
-from tracker import db
+from tracker.store import connection
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ async def store() -> AsyncIterator[str]:
     try:
         yield database
     finally:
-        if db.is_connected():
-            await db.collection().database.client.drop_database(database)
+        if connection.is_connected():
+            await connection.collection().database.client.drop_database(database)
         await tracker.disconnect()
 
 

@@ -24,6 +24,7 @@ from tracker.constants import dlq_name
 from tracker.rabbit.topology import declare_topology, topology_queue_names
 from tracker.retry import RetryPolicy
 from tracker.settings import Settings
+from tracker.store.executions import archive
 
 XLSX = ("validation", "ValueError", "format {!r} is not supported")
 
@@ -57,7 +58,7 @@ async def _attempt(
         target = TaskStatus.DLQ if outcome is TaskStatus.ARCHIVED else outcome
         await transition(eid, target, claim_token=won.token, fields=fields)
     if outcome is TaskStatus.ARCHIVED:
-        await tracker.store.archive(eid, reason="seeded", archived_by="seed")
+        await archive(eid, reason="seeded", archived_by="seed")
     if age:
         then = utcnow() - age
         await TaskTracker.get_pymongo_collection().update_one(

@@ -13,8 +13,9 @@ import pytest
 import tracker
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
-from tracker.envelope import Envelope
-from tracker.processor import Decision
+from tracker.delivery.decision import Decision
+from tracker.delivery.envelope import Envelope
+from tracker.store.claims import release_claim
 from tracker.testing import RecordingMiddleware
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
@@ -211,7 +212,7 @@ async def test_a_stale_worker_cannot_overwrite_the_new_holder(broker: Broker) ->
             while recorder.counts["after_claim"] < 1:
                 await asyncio.sleep(0.01)
         # When: another holder takes the execution over while the handler still runs
-        await tracker.states.release_claim(
+        await release_claim(
             enqueued.execution_id,
             (await TaskTracker.find_execution(enqueued.execution_id)).claim_token or "",  # type: ignore[union-attr]
         )

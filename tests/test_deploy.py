@@ -59,13 +59,14 @@ def test_the_tracker_service_settings_are_the_ones_the_code_reads(compose: dict[
         "TRACKER_MONGODB_URL",
         "TRACKER_DATABASE",
         "TRACKER_AMQP_URL",
-        "TRACKER_METRICS_PORT",
+        "TRACKER_HTTP_PORT",
+        "TRACKER_HTTP_HOST",
         "TRACKER_LOG_FORMAT",
         "TRACKER_LOG_LEVEL",
     }
     settings = Settings.from_env(environment)
     assert settings.amqp_url.startswith("amqp://guest:guest@rabbitmq:5672")
-    assert str(settings.metrics_port) in tracker["expose"]
+    assert str(settings.service_http_port) in tracker["expose"]
     build = tracker["build"]
     assert (DEPLOY / build["context"]).resolve() == ROOT
     assert (ROOT / build["dockerfile"]).exists()

@@ -15,13 +15,13 @@ from tracker import (
     TaskTracker,
     claim,
     create_execution,
-    db,
     transition,
     wait_until_complete,
 )
 from tracker.models import INDEXES
-from tracker.states import release_claim, renew_lease
-from tracker.store import find_recent_completion
+from tracker.store import connection
+from tracker.store.claims import release_claim, renew_lease
+from tracker.store.executions import find_recent_completion
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.usefixtures("store")]
 
@@ -47,7 +47,7 @@ RANGE_OPERATORS = {"$lt", "$lte", "$gt", "$gte"}
 
 
 async def test_every_index_exists_by_name_and_key_order() -> None:
-    info = await db.collection().index_information()
+    info = await connection.collection().index_information()
     for name, keys in EXPECTED.items():
         assert name in info, f"missing index {name}"
         assert [(field, int(direction)) for field, direction in info[name]["key"]] == keys
@@ -153,10 +153,11 @@ async def test_every_operator_query_uses_an_index(
     recorded_queries: list[tuple[str, dict[str, Any], list[Any]]],
 ) -> None:
     # Given: the background statistics, the sweeper and every CLI selection
-    from tracker import dlq
+    from tracker.service.sweeper import Sweeper
+
+    from tracker.delivery.processor import Processor, ProcessorOptions
     from tracker.observability import QueueStatsCollector, TrackerMetrics
-    from tracker.processor import Processor, ProcessorOptions
-    from tracker.sweeper import Sweeper
+    from tracker.operations import dead_letters as dlq
 
     await execution_in(TaskStatus.DLQ)
     await execution_in(TaskStatus.PROCESSING)
@@ -168,7 +169,7 @@ async def test_every_operator_query_uses_an_index(
     async def publish(message: Any) -> None: ...
 
     await QueueStatsCollector(TrackerMetrics(), {"reports": 60}).refresh()
-    await Sweeper({"reports": processor}, publish).sweep()
+    await Sweeper({"reports": processor.outcomes}, publish).sweep()
     background = list(recorded_queries)
     for selection in (
         dlq.Selection(),

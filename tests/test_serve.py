@@ -42,7 +42,7 @@ async def test_serve_runs_the_consumers_and_stops_on_sigterm(broker: Broker) -> 
     env = {
         **os.environ,
         "SERVE_TEST_QUEUE": queue,
-        "TRACKER_METRICS_PORT": str(port),
+        "TRACKER_HTTP_PORT": str(port),
         "TRACKER_AMQP_URL": broker.url,
     }
     env.pop("TRACKER_MONGODB_URL", None)

@@ -10,9 +10,9 @@ from tests.factories import execution_in
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
 from tracker.clock import utcnow
-from tracker.envelope import OutgoingMessage
-from tracker.processor import Processor, ProcessorOptions
-from tracker.sweeper import Sweeper
+from tracker.delivery.envelope import OutgoingMessage
+from tracker.delivery.processor import Processor, ProcessorOptions
+from tracker.service.sweeper import Sweeper
 from tracker.testing import RecordingMiddleware
 
 pytestmark = [pytest.mark.usefixtures("store")]
@@ -78,11 +78,12 @@ async def test_deadline_and_sweeper_racing_fail_the_execution_once() -> None:
 
     reports = consumer(timeout=0.001, max_retries=0)
     processor = Processor(reports, ProcessorOptions(worker_id="w"))
-    sweeper = Sweeper({"reports": processor}, publish, stuck_grace=0)
+    sweeper = Sweeper({"reports": processor.outcomes}, publish, stuck_grace=0)
     await asyncio.sleep(0.01)
     # When: the deadline listener and the sweeper act at once
     deadline, swept = await asyncio.gather(
-        processor.expire(execution.execution_id, token), sweeper.fail_stuck("reports", processor)
+        processor.expire(execution.execution_id, token),
+        sweeper.fail_stuck("reports", processor.outcomes),
     )
     # Then: exactly one of them failed it
     assert (deadline is not None) + swept == 1
@@ -112,7 +113,7 @@ async def test_the_sweeper_republishes_an_execution_left_without_message() -> No
         published.append(message)
 
     processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
-    sweeper = Sweeper({"reports": processor}, publish, republish_after=0.2)
+    sweeper = Sweeper({"reports": processor.outcomes}, publish, republish_after=0.2)
     await asyncio.sleep(0.25)
     # When
     first = await sweeper.sweep()
@@ -141,7 +142,9 @@ async def test_auto_archive_moves_old_dead_letters_only() -> None:
 
     processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
     # When
-    report = await Sweeper({"reports": processor}, publish, archived_by="sweeper@test").sweep()
+    report = await Sweeper(
+        {"reports": processor.outcomes}, publish, archived_by="sweeper@test"
+    ).sweep()
     # Then
     assert report.archived == 1
     archived = await TaskTracker.find_execution(old.execution_id)

@@ -11,7 +11,7 @@ from pymongo.errors import PyMongoError
 
 from tracker.constants import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_STACK_CHARS
 from tracker.errors import Reject, Retry, TaskFailure
-from tracker.models import ErrorCategory
+from tracker.lifecycle import ErrorCategory
 
 Classifier = Callable[[BaseException], ErrorCategory | None]
 """A hook that names the category of an exception, or returns None to use the defaults."""

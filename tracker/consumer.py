@@ -49,11 +49,12 @@ class TaskContext:
 Handler = Callable[[TaskContext], Awaitable[Any]]
 
 
-@dataclass(frozen=True)
-class TrackedConsumer:
-    """A handler and its settings; calling it calls the handler."""
+@dataclass(frozen=True, kw_only=True)
+class QueueRules:
+    """How the tracker treats the executions of one queue, whoever records their outcome (the
+    consumer, the deadline listener, the sweeper or an operator): retries, timeout, size
+    bound, retention. ``@tracked`` builds it; operators' tools build it from the record."""
 
-    handler: Handler
     queue: str
     max_retries: int = DEFAULT_CONSUMER_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT_SECONDS
@@ -66,16 +67,49 @@ class TrackedConsumer:
     archived_retention: float | None = DEFAULT_ARCHIVED_RETENTION_SECONDS
     dlq_auto_archive_after: float | None = DEFAULT_AUTO_ARCHIVE_SECONDS
 
+    def timeout_text(self) -> str:
+        """The error message of an execution that outlived ``timeout``."""
+        return self.timeout_message or f"timed out after {self.timeout:g} seconds"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackedConsumer(QueueRules):
+    """A handler and its queue's rules; calling it calls the handler. ``label`` names it in
+    metrics and logs (default: the handler's qualified name)."""
+
+    handler: Handler
+    label: str = ""
+
     @property
     def name(self) -> str:
-        return getattr(self.handler, "__qualname__", repr(self.handler))
+        return self.label or getattr(self.handler, "__qualname__", repr(self.handler))
 
     async def __call__(self, task: TaskContext) -> Any:
         return await self.handler(task)
 
-    def timeout_text(self) -> str:
-        """The error message of an execution that outlived ``timeout``."""
-        return self.timeout_message or f"timed out after {self.timeout:g} seconds"
+
+def task_context(
+    execution: TaskTracker, rules: QueueRules, payload: Any, redelivered: bool = False
+) -> TaskContext:
+    """The context a handler (or an outcome recorded for it) sees of ``execution``."""
+    bound = {
+        "queue": rules.queue,
+        "task_id": execution.task_id,
+        "execution_id": execution.execution_id,
+        "retry_count": execution.retry_count,
+    }
+    return TaskContext(
+        payload=payload,
+        task_id=execution.task_id,
+        execution_id=execution.execution_id,
+        retry_count=execution.retry_count,
+        max_retries=rules.max_retries if execution.max_retries is None else execution.max_retries,
+        queue=rules.queue,
+        metadata=execution.metadata,
+        log=structlog.get_logger("tracker.task").bind(**bound),
+        execution=execution,
+        redelivered=redelivered,
+    )
 
 
 def tracked(

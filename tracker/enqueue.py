@@ -10,14 +10,14 @@ from typing import Any
 
 import structlog
 
-from tracker import db
 from tracker.constants import MAX_PAYLOAD_BYTES
 from tracker.consumer import validate_queue_name
-from tracker.envelope import OutgoingMessage, task_message
+from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
 from tracker.errors import PublishError
+from tracker.lifecycle import TaskStatus
 from tracker.middleware import Middleware, run_hooks
-from tracker.models import TaskStatus
-from tracker.store import create_execution, encode_payload
+from tracker.store import connection
+from tracker.store.executions import create_execution
 
 log = structlog.get_logger("tracker.publisher")
 
@@ -46,7 +46,7 @@ async def prepare(
 ) -> tuple[EnqueueResult, OutgoingMessage | None]:
     """Create the queued execution; the message to publish, or None when deduplicated."""
     validate_queue_name(queue)
-    db.collection()  # fail before anything is written if the store is not connected
+    connection.collection()  # fail before anything is written if the store is not connected
     body = encode_payload(payload, max_payload_bytes)
     task_id = task_id or f"{queue}:{uuid.uuid4()}"
     created = await create_execution(
@@ -77,7 +77,7 @@ async def prepare(
 async def roll_back(queue: str, result: EnqueueResult, cause: BaseException) -> PublishError:
     """Remove the still-queued execution whose message the broker did not take, and return
     the error to raise: enqueueing again is then safe."""
-    await db.collection().delete_one(
+    await connection.collection().delete_one(
         {"executionId": result.execution_id, "status": TaskStatus.QUEUED.value}
     )
     return PublishError(

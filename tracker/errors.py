@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tracker.models import ErrorCategory, TaskStatus
+from tracker.lifecycle import ErrorCategory, TaskStatus
 
 
 class TrackerError(Exception):

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tracker.consumer import TaskContext
-    from tracker.envelope import Envelope
-    from tracker.models import ErrorCategory, TaskTracker
-    from tracker.processor import Decision
+    from tracker.delivery.decision import Decision
+    from tracker.delivery.envelope import Envelope
+    from tracker.lifecycle import ErrorCategory
+    from tracker.models import TaskTracker
 
 
 class Middleware:

@@ -4,7 +4,6 @@ queries. Stored field names are seed 003's camelCase; Python attributes are snak
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, ClassVar
 
 from beanie import Document, Insert, Replace, Save, SaveChanges, SortDirection, before_event
@@ -13,29 +12,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from tracker.clock import as_utc, new_execution_id, seconds, utcnow
 from tracker.constants import COLLECTION, DEFAULT_MAX_RETRIES, MESSAGE_VERSION
-
-
-class TaskStatus(StrEnum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    DLQ = "dlq"
-    ARCHIVED = "archived"
-
-    @property
-    def is_active(self) -> bool:
-        """Queued or processing: the execution still has work ahead of it."""
-        return self in (TaskStatus.QUEUED, TaskStatus.PROCESSING)
-
-
-class ErrorCategory(StrEnum):
-    TRANSIENT = "transient"
-    VALIDATION = "validation"
-    PROCESSING = "processing"
-    INFRASTRUCTURE = "infrastructure"
-    PARTNER_API = "partner_api"
-    UNKNOWN = "unknown"
+from tracker.lifecycle import ErrorCategory, TaskStatus
 
 
 class HistoryEntry(BaseModel):

@@ -7,7 +7,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tracker.models import ErrorCategory
+from tracker.lifecycle import ErrorCategory
 
 # Fixed delay tiers, one delay queue each: a message waits in the queue of the largest tier not
 # longer than its backoff, so a long delay never sits in front of a short one.

@@ -1,8 +1,10 @@
-"""Settings read from the environment (``TRACKER_*``), as one frozen dataclass."""
+"""Settings read from the environment (``TRACKER_*``) once, at the edge, as one frozen
+dataclass; nothing deeper in the package reads the environment."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -13,6 +15,7 @@ from tracker.errors import ConfigurationError
 
 LogFormat = Literal["json", "console"]
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+DEFAULT_HTTP_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -20,27 +23,44 @@ class Settings:
     """Where the tracker stores its documents, which broker it talks to, and how it reports.
 
     ``mongodb_url`` ``None`` means the in-memory MongoDB: one process only, nothing persists.
+    ``http_port`` ``None`` means not configured: ``tracker serve`` then uses 9464, a
+    ``Worker`` serves no endpoint.
     """
 
     mongodb_url: str | None = None
     database: str = DEFAULT_DATABASE
     amqp_url: str = DEFAULT_AMQP_URL
-    metrics_port: int = DEFAULT_METRICS_PORT
+    http_port: int | None = None
+    http_host: str = DEFAULT_HTTP_HOST
     log_format: LogFormat = "console"
     log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``TRACKER_MONGODB_URL``, ``TRACKER_DATABASE``, ``TRACKER_AMQP_URL``,
-        ``TRACKER_METRICS_PORT``, ``TRACKER_LOG_FORMAT`` and ``TRACKER_LOG_LEVEL``."""
+        ``TRACKER_HTTP_PORT`` (formerly ``TRACKER_METRICS_PORT``), ``TRACKER_HTTP_HOST``,
+        ``TRACKER_LOG_FORMAT`` and ``TRACKER_LOG_LEVEL``."""
         env = os.environ if environ is None else environ
         settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
         if database := env.get("TRACKER_DATABASE"):
             settings = replace(settings, database=database)
         if amqp_url := env.get("TRACKER_AMQP_URL"):
             settings = replace(settings, amqp_url=amqp_url)
-        if port := env.get("TRACKER_METRICS_PORT"):
-            settings = replace(settings, metrics_port=_parse_port(port))
+        port = env.get("TRACKER_HTTP_PORT")
+        if not port and (port := env.get("TRACKER_METRICS_PORT")):
+            warnings.warn(
+                "TRACKER_METRICS_PORT is renamed TRACKER_HTTP_PORT; the old name is read "
+                "until the next minor version",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            name = "TRACKER_METRICS_PORT"
+        else:
+            name = "TRACKER_HTTP_PORT"
+        if port:
+            settings = replace(settings, http_port=_parse_port(name, port))
+        if host := env.get("TRACKER_HTTP_HOST"):
+            settings = replace(settings, http_host=host)
         if log_format := env.get("TRACKER_LOG_FORMAT"):
             if log_format not in ("json", "console"):
                 raise ConfigurationError(
@@ -73,12 +93,27 @@ class Settings:
     def in_memory(self) -> bool:
         return self.mongodb_url is None
 
+    @property
+    def service_http_port(self) -> int:
+        """The port ``tracker serve`` listens on: the configured one, else 9464."""
+        return DEFAULT_METRICS_PORT if self.http_port is None else self.http_port
 
-def _parse_port(value: str) -> int:
+    @property
+    def metrics_port(self) -> int:
+        """Deprecated name of ``service_http_port``."""
+        warnings.warn(
+            "Settings.metrics_port is renamed Settings.service_http_port",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.service_http_port
+
+
+def _parse_port(name: str, value: str) -> int:
     try:
         port = int(value)
     except ValueError:
-        raise ConfigurationError(f"TRACKER_METRICS_PORT must be a number, not {value!r}") from None
+        raise ConfigurationError(f"{name} must be a number, not {value!r}") from None
     if not 0 <= port <= 65535:
-        raise ConfigurationError(f"TRACKER_METRICS_PORT must be 0..65535, not {port}")
+        raise ConfigurationError(f"{name} must be 0..65535, not {port}")
     return port

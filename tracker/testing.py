@@ -15,12 +15,13 @@ from mongomock_motor import AsyncMongoMockCollection
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs as _capture_logs
 
-from tracker import db
 from tracker.consumer import TaskContext
-from tracker.envelope import Envelope
+from tracker.delivery.decision import Decision
+from tracker.delivery.envelope import Envelope
+from tracker.lifecycle import ErrorCategory
 from tracker.middleware import Middleware
-from tracker.models import ErrorCategory, TaskTracker
-from tracker.processor import Decision
+from tracker.models import TaskTracker
+from tracker.store import connection
 
 __all__ = ["RecordingMiddleware", "capture_logs", "store_outage"]
 
@@ -92,7 +93,7 @@ class RecordingMiddleware(Middleware):
 def store_outage() -> Iterator[None]:
     """Make every operation on the in-memory MongoDB fail as an unreachable server does
     (``AutoReconnect``) until the block ends."""
-    if not db.is_in_memory():
+    if not connection.is_in_memory():
         raise RuntimeError("store_outage() works on the in-memory MongoDB only")
     names = [
         "find",

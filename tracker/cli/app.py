@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import click
 
-from tracker import db
 from tracker.errors import ConfigurationError, StoreUnavailableError
 from tracker.logging import configure_logging
 from tracker.settings import Settings
@@ -64,19 +63,21 @@ def state(ctx: click.Context) -> CliState:
 
 def run(ctx: click.Context, work: Callable[[], Awaitable[T]]) -> T:
     """Connect the store, run ``work`` in an event loop, and turn store errors into exit 1."""
+    from tracker.store import connection
+
     current = state(ctx)
 
     async def connected() -> T:
         if current.in_memory_database is not None:
-            await db.connect(None, current.in_memory_database)
+            await connection.connect(None, current.in_memory_database)
         elif current.settings.in_memory:
             raise click.UsageError(NOT_CONFIGURED)
         else:
-            await db.connect(current.settings.mongodb_url, current.settings.database)
+            await connection.connect(current.settings.mongodb_url, current.settings.database)
         try:
             return await work()
         finally:
-            await db.disconnect()
+            await connection.disconnect()
 
     try:
         return asyncio.run(connected())
@@ -153,7 +154,51 @@ dry_run_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when one is run, so ``tracker --help`` and
+    every command load only what they use. ``lazy`` maps a name to ("module:attribute",
+    short help)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attribute = self.lazy[cmd_name][0].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, self.lazy[name][1] if name in self.lazy else self.commands[name].short_help)
+            for name in self.list_commands(ctx)
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, text or "") for name, text in rows])
+
+
+COMMANDS = {
+    "status": ("tracker.cli.tasks:status", "Show the retry chain of a task: every attempt."),
+    "stats": ("tracker.cli.tasks:stats", "Executions per status per queue."),
+    "stuck": ("tracker.cli.tasks:stuck", "List executions stuck in processing; --fail them."),
+    "dlq": ("tracker.cli.dlq:dlq", "Triage, retry and archive dead letters."),
+    "serve": ("tracker.cli.serve:serve", "Run tracked consumers as a service."),
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Inspect tracked tasks and operate the dead-letter queue.

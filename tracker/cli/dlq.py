@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from tracker import dlq as operations
 from tracker.cli.app import (
     DURATION,
     confirm,
@@ -24,10 +23,11 @@ from tracker.cli.app import (
 )
 from tracker.cli.publishing import cli_channel, cli_publisher
 from tracker.constants import DEFAULT_ARCHIVED_RETENTION_SECONDS
-from tracker.dlq import Selection
 from tracker.models import TaskTracker
-from tracker.store import archive as archive_execution
-from tracker.sweeper import auto_archive_reason
+from tracker.operations import dead_letters as operations
+from tracker.operations.dead_letters import Selection
+from tracker.service.sweeper import auto_archive_reason
+from tracker.store.executions import archive as archive_execution
 
 
 def _default_user() -> str:

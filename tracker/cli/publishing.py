@@ -1,5 +1,5 @@
-"""Publishing from the command line: a confirmed aio-pika channel, and the processor that
-fails stuck executions when the consumer's own settings are not at hand."""
+"""Publishing from the command line: a confirmed aio-pika channel, and the outcome service
+of a queue whose consumer's own settings are not at hand."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import aio_pika
 import click
 from aio_pika.abc import AbstractChannel
 
-from tracker.consumer import TaskContext, tracked
-from tracker.envelope import OutgoingMessage
-from tracker.processor import Processor, ProcessorOptions
-from tracker.rabbit.amqp import confirming_channel, publish
+from tracker.consumer import QueueRules
+from tracker.delivery.envelope import OutgoingMessage
+from tracker.delivery.outcomes import Outcomes
+from tracker.rabbit.aio_transport import confirming_channel, publish
 from tracker.settings import Settings
 
 CLI_WORKER = "tracker-cli"
@@ -42,12 +42,7 @@ async def cli_publisher(
         yield lambda message: publish(channel, message)
 
 
-def placeholder_processor(queue: str, timeout: float) -> Processor:
-    """A processor with the default retry policy for ``queue``: the stored maxRetries of each
-    execution still decides how many retries it gets."""
-
-    async def not_run(task: TaskContext) -> None:  # the command runs no handler
-        raise NotImplementedError
-
-    consumer = tracked(queue, timeout=max(timeout, 0.001))(not_run)
-    return Processor(consumer, ProcessorOptions(worker_id=CLI_WORKER))
+def operator_outcomes(queue: str, timeout: float) -> Outcomes:
+    """Outcomes of ``queue`` under the default retry policy, as an operator records them: the
+    stored maxRetries of each execution still decides how many retries it gets."""
+    return Outcomes(QueueRules(queue=queue, timeout=max(timeout, 0.001)), CLI_WORKER)

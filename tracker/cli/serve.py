@@ -14,12 +14,13 @@ import click
 import structlog
 from prometheus_client import disable_created_metrics
 
-from tracker import db
 from tracker.cli.app import state
 from tracker.consumer import TrackedConsumer
 from tracker.logging import configure_logging
-from tracker.rabbit.worker import Worker
+from tracker.rabbit.aio_transport import AioPikaTransport
+from tracker.service.assembly import Service, ServiceOptions
 from tracker.settings import Settings
+from tracker.store import connection
 
 log = structlog.get_logger("tracker.serve")
 
@@ -59,24 +60,30 @@ def load(modules: tuple[str, ...]) -> list[TrackedConsumer]:
 async def serve_until_signalled(
     consumers: list[TrackedConsumer], settings: Settings, concurrency: int, shutdown_timeout: float
 ) -> None:
-    await db.connect(settings.mongodb_url, settings.database)
+    await connection.connect(settings.mongodb_url, settings.database)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    worker = Worker(
+    service = Service(
         consumers,
-        settings.amqp_url,
-        concurrency=concurrency,
-        shutdown_timeout=shutdown_timeout,
-        metrics_port=settings.metrics_port,
+        AioPikaTransport(settings.amqp_url, prefetch=concurrency),
+        ServiceOptions(
+            concurrency=concurrency,
+            shutdown_timeout=shutdown_timeout,
+            http_port=settings.service_http_port,
+            http_host=settings.http_host,
+        ),
     )
     try:
-        async with worker:
+        await service.start()
+        try:
             await stop.wait()
             log.info("signal received: stopping gracefully", shutdown_timeout=shutdown_timeout)
+        finally:
+            await service.stop()
     finally:
-        await db.disconnect()
+        await connection.disconnect()
 
 
 @click.command()
@@ -97,8 +104,8 @@ def serve(
     """Run the tracked consumers of MODULES (e.g. consumers.reports) as a service.
 
     One process runs the consumers, the timeout listener, the sweeper and the /metrics and
-    /healthz endpoint on TRACKER_METRICS_PORT. Logs are JSON lines unless TRACKER_LOG_FORMAT
-    is console. SIGTERM or SIGINT stops it gracefully.
+    /healthz endpoint on TRACKER_HTTP_PORT (9464) of TRACKER_HTTP_HOST (127.0.0.1). Logs are
+    JSON lines unless TRACKER_LOG_FORMAT is console. SIGTERM or SIGINT stops it gracefully.
     """
     settings = state(ctx).settings
     # A service logs JSON lines unless told otherwise.
@@ -114,7 +121,7 @@ def serve(
     log.info(
         "serving",
         queues=[c.queue for c in consumers],
-        metrics_port=settings.metrics_port,
+        http_port=settings.service_http_port,
         database=settings.database,
     )
     asyncio.run(serve_until_signalled(consumers, settings, concurrency, shutdown_timeout))

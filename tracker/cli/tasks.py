@@ -8,7 +8,6 @@ from typing import Any
 import click
 from beanie import SortDirection
 
-from tracker import db
 from tracker.cli.app import (
     DURATION,
     confirm,
@@ -21,9 +20,11 @@ from tracker.cli.app import (
     table,
     yes_option,
 )
-from tracker.cli.publishing import cli_publisher, placeholder_processor
+from tracker.cli.publishing import cli_publisher, operator_outcomes
 from tracker.clock import utcnow
-from tracker.models import TaskStatus, TaskTracker
+from tracker.lifecycle import TaskStatus
+from tracker.models import TaskTracker
+from tracker.store import connection
 
 
 def execution_row(doc: TaskTracker) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
     """Executions per status per queue."""
 
     async def collect() -> dict[str, dict[str, int]]:
-        names = list(queues) or sorted(await db.collection().distinct("queueName"))
+        names = list(queues) or sorted(await connection.collection().distinct("queueName"))
         return {name: await TaskTracker.get_queue_stats(name) for name in names}
 
     result = run(ctx, collect)
@@ -141,8 +142,8 @@ def stuck(
             async with cli_publisher(current.settings) as publish:
                 with progress(found, len(found), "failing", as_json) as bar:
                     for doc in bar:
-                        processor = placeholder_processor(doc.queue_name, older_than)
-                        decision = await processor.expire(doc.execution_id, doc.claim_token)
+                        outcomes = operator_outcomes(doc.queue_name, older_than)
+                        decision = await outcomes.expire(doc.execution_id, doc.claim_token)
                         for message in decision.publish if decision else ():
                             await publish(message)
                         if decision is not None:

@@ -11,11 +11,12 @@ import structlog
 from beanie import SortDirection
 from pymongo.errors import PyMongoError
 
-from tracker import db
 from tracker.clock import utcnow
-from tracker.models import TaskStatus, TaskTracker
+from tracker.lifecycle import TaskStatus
+from tracker.models import TaskTracker
 from tracker.observability.metrics import GAUGED_STATUSES, TrackerMetrics
-from tracker.periodic import Periodic
+from tracker.service.periodic import Periodic
+from tracker.store import connection
 
 log = structlog.get_logger("tracker.metrics")
 
@@ -55,7 +56,7 @@ class QueueStatsCollector(Periodic):
         return True
 
     async def _refresh_queue(self, queue: str, timeout: float) -> None:
-        collection = db.collection()
+        collection = connection.collection()
         now = utcnow()
         for status in GAUGED_STATUSES:
             count = await collection.count_documents({"queueName": queue, "status": status.value})

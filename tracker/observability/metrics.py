@@ -10,11 +10,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tracker.clock import utcnow
 from tracker.consumer import TaskContext
-from tracker.envelope import Envelope
+from tracker.delivery.decision import Decision
+from tracker.delivery.envelope import Envelope
 from tracker.errors import ControlFlow
+from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware
-from tracker.models import ErrorCategory, TaskStatus, TaskTracker
-from tracker.processor import Decision
+from tracker.models import TaskTracker
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)

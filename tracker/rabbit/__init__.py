@@ -1,10 +1,3 @@
-"""RabbitMQ adapters of the transport-free core: topology, publisher, worker (aio-pika) and
-the synchronous pika adapter (``tracker.rabbit.pika``)."""
-
-from __future__ import annotations
-
-from tracker.enqueue import EnqueueResult
-from tracker.rabbit.publisher import Publisher
-from tracker.rabbit.worker import Worker
-
-__all__ = ["EnqueueResult", "Publisher", "Worker"]
+"""The RabbitMQ adapters of the transport-free core: the aio-pika transport, ``Worker`` and
+``Publisher``, and the synchronous pika adapter (``tracker.rabbit.pika``). Both declare the
+same topology (``topology``) and pass one contract test suite."""

@@ -9,10 +9,11 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from tracker.clock import utcnow
 from tracker.constants import dlq_name
-from tracker.envelope import TaskMessage, read
-from tracker.models import ErrorCategory, TaskStatus, TaskTracker
-from tracker.rabbit.amqp import to_envelope
-from tracker.store import create_execution
+from tracker.delivery.envelope import TaskMessage, read
+from tracker.lifecycle import ErrorCategory, TaskStatus
+from tracker.models import TaskTracker
+from tracker.rabbit.aio_transport import to_envelope
+from tracker.store.executions import create_execution
 
 DELIVERY_LIMIT_TYPE = "DeliveryLimitExceeded"
 

@@ -6,16 +6,13 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-
 from tracker import enqueue
 from tracker.constants import DEFAULT_AMQP_URL, MAX_PAYLOAD_BYTES
 from tracker.enqueue import EnqueueResult
 from tracker.errors import PublishError
 from tracker.middleware import Middleware
-from tracker.rabbit.amqp import confirming_channel, publish
-from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, declare_work_queue
+from tracker.rabbit.aio_transport import AioPikaTransport
+from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT
 
 
 class Publisher:
@@ -35,13 +32,15 @@ class Publisher:
         middleware: tuple[Middleware, ...] = (),
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
-        self.amqp_url = amqp_url or DEFAULT_AMQP_URL
+        self.transport = AioPikaTransport(
+            amqp_url or DEFAULT_AMQP_URL, delivery_limit=delivery_limit
+        )
+        self.amqp_url = self.transport.url
         self.delivery_limit = delivery_limit
         self.middleware = middleware
         self.max_payload_bytes = max_payload_bytes
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
         self._declared: set[str] = set()
+        self._opened = False
 
     async def __aenter__(self) -> Publisher:
         await self.open()
@@ -56,19 +55,12 @@ class Publisher:
         await self.close()
 
     async def open(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._channel = await confirming_channel(self._connection)
+        await self.transport.open()
+        self._opened = True
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-        self._connection = self._channel = None
-
-    @property
-    def channel(self) -> AbstractChannel:
-        if self._channel is None:
-            raise PublishError("the publisher is not open: use `async with Publisher(...)`")
-        return self._channel
+        self._opened = False
+        await self.transport.close()
 
     async def enqueue(
         self,
@@ -82,7 +74,8 @@ class Publisher:
     ) -> EnqueueResult:
         """Track a new execution of ``task_id`` (default: a new id under ``queue``) and
         publish it to ``queue``, unless the task already has an active execution."""
-        channel = self.channel
+        if not self._opened:
+            raise PublishError("the publisher is not open: use `async with Publisher(...)`")
         result, message = await enqueue.prepare(
             queue,
             payload,
@@ -97,9 +90,9 @@ class Publisher:
             return result
         try:
             if queue not in self._declared:
-                await declare_work_queue(channel, queue, self.delivery_limit)
+                await self.transport.declare_work_queue(queue)
                 self._declared.add(queue)
-            await publish(channel, message)
+            await self.transport.publish(message)
         except Exception as exc:
             raise await enqueue.roll_back(queue, result, exc) from exc
         return result

@@ -11,12 +11,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-from tracker import inmemory
 from tracker.constants import DEFAULT_DATABASE
 from tracker.errors import NotConnectedError, StoreUnavailableError
 from tracker.models import TaskTracker
+from tracker.store import inmemory
 
-log = structlog.get_logger("tracker.db")
+log = structlog.get_logger("tracker.store")
 
 
 @dataclass

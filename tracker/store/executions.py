@@ -1,9 +1,9 @@
-"""Creating executions (with enqueue-time deduplication) and waiting for tasks to finish."""
+"""Executions: creating them (with enqueue-time deduplication), finding them, waiting for
+a task to finish, archiving a dead letter."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,21 +11,13 @@ from typing import Any
 from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
-from tracker import db
 from tracker.clock import new_execution_id, seconds, utcnow
-from tracker.constants import MAX_PAYLOAD_BYTES, MESSAGE_VERSION
+from tracker.constants import MESSAGE_VERSION
 from tracker.errors import ConfigurationError, WaitTimeoutError
-from tracker.models import TaskStatus, TaskTracker
-from tracker.states import INITIAL_STATUSES, history_entry, transition
-
-FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.DLQ, TaskStatus.ARCHIVED})
-
-
-class PayloadTooLargeError(ConfigurationError, ValueError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"payload is {size} bytes encoded, over the {limit}-byte limit")
-        self.size = size
-        self.limit = limit
+from tracker.lifecycle import FINAL_STATUSES, INITIAL_STATUSES, TaskStatus
+from tracker.models import TaskTracker
+from tracker.store import connection
+from tracker.store.transitions import history_entry, transition
 
 
 @dataclass(frozen=True)
@@ -35,17 +27,6 @@ class Created:
 
     execution: TaskTracker
     deduplicated: bool
-
-
-def encode_payload(payload: Any, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
-    """The JSON message body for ``payload``; raises if it is not JSON or over ``limit``."""
-    try:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"payload is not JSON-serialisable: {exc}") from exc
-    if len(body) > limit:
-        raise PayloadTooLargeError(len(body), limit)
-    return body
 
 
 async def create_execution(
@@ -100,7 +81,7 @@ async def create_execution(
     document.update(fields or {})
     for _ in range(3):
         try:
-            await db.collection().insert_one(document)
+            await connection.collection().insert_one(document)
         except DuplicateKeyError:
             document.pop("_id", None)
             existing = await _find_conflict(task_id, execution.execution_id)

@@ -1,7 +1,7 @@
-"""The periodic safety net (seed 003's stuck-task detection): fails executions stuck in
-processing past their timeout, republishes executions left queued with no message, and
-archives dead letters past their queue's auto-archive age. Free of any transport: follow-up
-messages go to ``publish``."""
+"""The periodic safety net (the TaskTracker schema's stuck-task detection): fails
+executions stuck in processing past their timeout, republishes executions left queued with
+no message, and archives dead letters past their queue's auto-archive age. Free of any
+transport: follow-up messages go to ``publish``."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import structlog
 from beanie import SortDirection
 from pymongo.errors import PyMongoError
 
-from tracker import db
 from tracker.clock import utcnow
-from tracker.envelope import OutgoingMessage
+from tracker.delivery.envelope import OutgoingMessage
+from tracker.delivery.outcomes import Outcomes
+from tracker.lifecycle import TaskStatus
 from tracker.middleware import run_hooks
-from tracker.models import TaskStatus, TaskTracker
-from tracker.periodic import Periodic
-from tracker.processor import Processor
-from tracker.store import archive
+from tracker.models import TaskTracker
+from tracker.service.periodic import Periodic
+from tracker.store import connection
+from tracker.store.executions import archive
 
 log = structlog.get_logger("tracker.sweeper")
 Publish = Callable[[OutgoingMessage], Awaitable[None]]
@@ -45,7 +46,7 @@ def auto_archive_reason(after_seconds: float) -> str:
 
 
 class Sweeper(Periodic):
-    """``processors`` maps each queue to its processor (its consumer's settings).
+    """``queues`` maps each queue to the service recording its outcomes (under its rules).
 
     ``stuck_grace``: how long past its timeout an execution may stay processing before the
     sweeper fails it (the deadline listener normally does it at the timeout);
@@ -55,7 +56,7 @@ class Sweeper(Periodic):
 
     def __init__(
         self,
-        processors: Mapping[str, Processor],
+        queues: Mapping[str, Outcomes],
         publish: Publish,
         *,
         interval: float = 60.0,
@@ -64,7 +65,7 @@ class Sweeper(Periodic):
         archived_by: str | None = None,
     ) -> None:
         super().__init__(interval)
-        self.processors = dict(processors)
+        self.queues = dict(queues)
         self.publish = publish
         self.stuck_grace = stuck_grace
         self.republish_after = republish_after
@@ -82,20 +83,20 @@ class Sweeper(Periodic):
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
-        for queue, processor in self.processors.items():
-            report.expired += await self.fail_stuck(queue, processor)
-            report.republished += await self.republish_orphans(queue, processor)
-            report.archived += await self.auto_archive(queue, processor)
+        for queue, outcomes in self.queues.items():
+            report.expired += await self.fail_stuck(queue, outcomes)
+            report.republished += await self.republish_orphans(queue, outcomes)
+            report.archived += await self.auto_archive(queue, outcomes)
         if report.expired or report.republished or report.archived:
             log.info("sweep", **vars(report))
         return report
 
-    async def fail_stuck(self, queue: str, processor: Processor) -> int:
-        limit = timedelta(seconds=processor.consumer.timeout + self.stuck_grace)
+    async def fail_stuck(self, queue: str, outcomes: Outcomes) -> int:
+        limit = timedelta(seconds=outcomes.rules.timeout + self.stuck_grace)
         stuck = await TaskTracker.find_stuck_tasks(queue, limit)
         failed = 0
         for execution in stuck[:BATCH]:
-            decision = await processor.expire(execution.execution_id, execution.claim_token)
+            decision = await outcomes.expire(execution.execution_id, execution.claim_token)
             if decision is None:
                 continue
             for message in decision.publish:
@@ -103,7 +104,7 @@ class Sweeper(Periodic):
             failed += 1
         return failed
 
-    async def republish_orphans(self, queue: str, processor: Processor) -> int:
+    async def republish_orphans(self, queue: str, outcomes: Outcomes) -> int:
         now = utcnow()
         cutoff = now - timedelta(seconds=self.republish_after)
         waiting = (
@@ -122,17 +123,17 @@ class Sweeper(Periodic):
         for execution in waiting:
             if execution.republished_at is not None and execution.republished_at > cutoff:
                 continue
-            result = await db.collection().update_one(
+            result = await connection.collection().update_one(
                 {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value},
                 {"$set": {"republishedAt": now, "updatedAt": now}},
             )
             if result.matched_count:
-                await self.publish(processor.message_for(execution, 0.0))
+                await self.publish(outcomes.message_for(execution, 0.0))
                 republished += 1
         return republished
 
-    async def auto_archive(self, queue: str, processor: Processor) -> int:
-        after = processor.consumer.dlq_auto_archive_after
+    async def auto_archive(self, queue: str, outcomes: Outcomes) -> int:
+        after = outcomes.rules.dlq_auto_archive_after
         if after is None:
             return 0
         cutoff = utcnow() - timedelta(seconds=after)
@@ -149,9 +150,9 @@ class Sweeper(Periodic):
                 execution.execution_id,
                 reason=auto_archive_reason(after),
                 archived_by=self.archived_by,
-                retention=processor.consumer.archived_retention,
+                retention=outcomes.rules.archived_retention,
             )
             archived += changed
         if archived:
-            await run_hooks(processor.middleware, "on_archived", queue, archived)
+            await run_hooks(outcomes.middleware, "on_archived", queue, archived)
         return archived

@@ -27,6 +27,7 @@ from tracker.constants import (
     MESSAGE_VERSION,
     SUPPORTED_MESSAGE_VERSIONS,
 )
+from tracker.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Envelope:
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """A persistent message for the default exchange, routed to queue ``routing_key``."""
+    """A persistent message for the default exchange, routed to queue ``routing_key``;
+    ``expiration`` (seconds) is a per-message TTL."""
 
     routing_key: str
     body: bytes
@@ -51,6 +53,7 @@ class OutgoingMessage:
     message_id: str
     correlation_id: str
     content_type: str = CONTENT_TYPE
+    expiration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,24 @@ class InvalidMessage:
     task_id: str
     execution_id: str
     reason: str
+
+
+class PayloadTooLargeError(ConfigurationError, ValueError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes encoded, over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+def encode_payload(payload: Any, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The JSON message body for ``payload``; raises if it is not JSON or over ``limit``."""
+    try:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"payload is not JSON-serialisable: {exc}") from exc
+    if len(body) > limit:
+        raise PayloadTooLargeError(len(body), limit)
+    return body
 
 
 def task_message(

@@ -1,20 +1,22 @@
-"""Seed 000's timeout mechanism: when an execution starts processing, a deadline message goes
-into ``Q.deadline.<timeout>``; when it expires into ``Q.timeouts``, the listener fails the
-execution if, and only if, it is still processing under the same claim."""
+"""The report service's timeout mechanism, for every queue: when an execution starts
+processing, a deadline message goes into ``Q.deadline.<timeout>``; when it expires into
+``Q.timeouts``, the listener fails the execution if, and only if, it is still processing
+under the same claim. Transport-neutral: messages go through a ``Transport``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
-from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractChannel
 
 from tracker.constants import deadline_queue_name
 from tracker.consumer import TaskContext
+from tracker.delivery.envelope import OutgoingMessage
+from tracker.delivery.outcomes import Outcomes
 from tracker.middleware import Middleware
+from tracker.transport import Delivery, Transport
 
 log = structlog.get_logger("tracker.deadlines")
 
@@ -28,7 +30,7 @@ def read_deadline(body: bytes) -> tuple[str, str] | None:
     try:
         data = json.loads(body)
         return str(data["executionId"]), str(data["claimToken"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
@@ -45,12 +47,12 @@ class DeadlineMiddleware(Middleware):
 
     def __init__(
         self,
-        channel: Callable[[], AbstractChannel | None],
-        timeouts: dict[str, float],
+        transport: Callable[[], Transport | None],
+        timeouts: Mapping[str, float],
         defer: float = 1.0,
     ):
-        self._channel = channel
-        self._timeouts = timeouts
+        self._transport = transport
+        self._timeouts = dict(timeouts)
         self._defer = defer
         self._pending: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,20 +87,64 @@ class DeadlineMiddleware(Middleware):
         publishing.add_done_callback(self._tasks.discard)
 
     async def _publish(self, task: TaskContext, token: str) -> None:
-        channel = self._channel()
-        if channel is None:
+        transport = self._transport()
+        if transport is None:
             return
         timeout_ms = round(self._timeouts[task.queue] * 1000)
         remaining_ms = max(timeout_ms - round(self.delay_for(task.queue) * 1000), 0)
+        message = OutgoingMessage(
+            routing_key=deadline_queue_name(task.queue, timeout_ms),
+            body=deadline_body(task.execution_id, token),
+            headers={},
+            message_id=f"deadline:{task.execution_id}",
+            correlation_id=task.task_id,
+            expiration=remaining_ms / 1000,
+        )
         try:
-            await channel.default_exchange.publish(
-                Message(
-                    deadline_body(task.execution_id, token),
-                    delivery_mode=DeliveryMode.PERSISTENT,
-                    message_id=f"deadline:{task.execution_id}",
-                    expiration=remaining_ms / 1000,
-                ),
-                routing_key=deadline_queue_name(task.queue, timeout_ms),
-            )
+            await transport.publish(message, confirm=False)
         except Exception as exc:
             log.warning("deadline not published; the sweeper covers it", error=str(exc))
+
+
+class DeadlineListener:
+    """Consumes ``Q.timeouts``: fails the execution a deadline names if it still runs under
+    the same claim, publishes what follows, then acks the deadline."""
+
+    def __init__(self, outcomes: Outcomes, transport: Transport, requeue_delay: float) -> None:
+        self.outcomes = outcomes
+        self.transport = transport
+        self.requeue_delay = requeue_delay
+
+    async def on_delivery(self, delivery: Delivery) -> None:
+        queue = self.outcomes.rules.queue
+        deadline = read_deadline(delivery.envelope.body)
+        if deadline is None:
+            log.warning("not a deadline message; dropped", queue=queue)
+            await delivery.ack()
+            return
+        try:
+            decision = await self.outcomes.expire(*deadline)
+            for outgoing in decision.publish if decision else ():
+                await self.transport.publish(outgoing)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("deadline not applied; requeued", error=str(exc))
+            await asyncio.sleep(self.requeue_delay)
+            await _quietly(delivery.requeue)
+            return
+        if decision is not None:
+            log.warning(
+                "execution timed out",
+                queue=queue,
+                execution_id=deadline[0],
+                outcome=decision.outcome,
+            )
+        await _quietly(delivery.ack)
+
+
+async def _quietly(settle: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await settle()
+    except Exception as exc:
+        log.warning("could not settle a deadline", error=str(exc))

@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from beanie import SortDirection
 
-from tracker import db
 from tracker.clock import seconds, utcnow
-from tracker.envelope import OutgoingMessage, task_message
-from tracker.models import TaskStatus, TaskTracker
-from tracker.store import archive, create_execution, encode_payload
+from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
+from tracker.lifecycle import TaskStatus
+from tracker.models import TaskTracker
+from tracker.store import connection
+from tracker.store.executions import archive, create_execution
 
 MANUAL_RETRY_REASON = "Manual retry initiated"
 Publish = Callable[[OutgoingMessage], Awaitable[None]]
@@ -200,7 +201,7 @@ async def retry(
     try:
         await publish(message)
     except Exception as exc:
-        await db.collection().delete_one(
+        await connection.collection().delete_one(
             {"executionId": new.execution_id, "status": TaskStatus.QUEUED.value}
         )
         return RetryResult(
@@ -224,6 +225,6 @@ async def purge_archived(older_than: float | timedelta, *, dry_run: bool = False
         "updatedAt": {"$lt": utcnow() - timedelta(seconds=seconds(older_than))},
     }
     if dry_run:
-        return await db.collection().count_documents(query)
-    result = await db.collection().delete_many(query)
+        return await connection.collection().count_documents(query)
+    result = await connection.collection().delete_many(query)
     return result.deleted_count

@@ -1,0 +1,156 @@
+"""The aio-pika transport: one robust connection with three channels (confirmed publishes,
+unconfirmed publishes, consuming with the prefetch), and the conversions between aio-pika
+messages and the core's envelopes."""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from tracker.consumer import QueueRules
+from tracker.delivery.envelope import Envelope, OutgoingMessage
+from tracker.errors import PublishError
+from tracker.rabbit.topology import (
+    DEFAULT_DELIVERY_LIMIT,
+    declare_specs,
+    topology_specs,
+    work_queue_specs,
+)
+from tracker.transport import OnDelivery
+
+
+def to_envelope(queue: str, message: AbstractIncomingMessage) -> Envelope:
+    return Envelope(
+        queue=queue,
+        body=message.body,
+        headers=dict(message.headers or {}),
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        redelivered=bool(message.redelivered),
+    )
+
+
+async def confirming_channel(connection: AbstractConnection) -> AbstractChannel:
+    """A channel whose publishes wait for the broker's confirm and raise on a return."""
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+async def publish(channel: AbstractChannel, message: OutgoingMessage) -> None:
+    """Publish persistently; on a confirming channel, wait for the broker's confirm (and
+    raise on a returned, unroutable message)."""
+    await channel.default_exchange.publish(
+        Message(
+            message.body,
+            headers=message.headers,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            expiration=message.expiration,
+        ),
+        routing_key=message.routing_key,
+        mandatory=True,
+    )
+
+
+class AioDelivery:
+    """One aio-pika delivery, as the core settles it."""
+
+    def __init__(self, queue: str, message: AbstractIncomingMessage) -> None:
+        self.message = message
+        self.envelope = to_envelope(queue, message)
+
+    async def ack(self) -> None:
+        await self.message.ack()
+
+    async def requeue(self) -> None:
+        await self.message.nack(requeue=True)
+
+
+class AioSubscription:
+    def __init__(self, queue: AbstractQueue, tag: str) -> None:
+        self.queue = queue
+        self.tag = tag
+
+    async def cancel(self) -> None:
+        await self.queue.cancel(self.tag)
+
+
+class AioPikaTransport:
+    """``prefetch``: deliveries in flight per consumed queue."""
+
+    def __init__(
+        self, url: str, *, prefetch: int = 10, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    ) -> None:
+        self.url = url
+        self.prefetch = prefetch
+        self.delivery_limit = delivery_limit
+        self.connection: AbstractRobustConnection | None = None
+        self._confirmed: AbstractChannel | None = None
+        self._unconfirmed: AbstractChannel | None = None
+        self._consuming: AbstractChannel | None = None
+        # Queues declared on the consuming channel: a robust channel restores exactly these,
+        # and their consumers, after a reconnection.
+        self._queues: dict[str, AbstractQueue] = {}
+
+    @property
+    def is_open(self) -> bool:
+        connection = self.connection
+        # A robust connection is "not closed" while it reconnects; `connected` tells.
+        return connection is not None and connection.connected.is_set()
+
+    async def open(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.url)
+        self._confirmed = await confirming_channel(self.connection)
+        self._unconfirmed = await self.connection.channel(publisher_confirms=False)
+        self._consuming = await self.connection.channel()
+        await self._consuming.set_qos(prefetch_count=self.prefetch)
+
+    async def close(self) -> None:
+        connection, self.connection = self.connection, None
+        self._confirmed = self._unconfirmed = self._consuming = None
+        self._queues.clear()
+        if connection is not None:
+            await connection.close()
+
+    async def declare_work_queue(self, queue: str) -> None:
+        channel = self._require(self._confirmed)
+        await declare_specs(channel, work_queue_specs(queue, self.delivery_limit))
+
+    async def declare(self, rules: QueueRules) -> None:
+        channel = self._require(self._consuming)
+        specs = topology_specs(
+            rules.queue,
+            rules.retry_policy.tiers_ms,
+            round(rules.timeout * 1000),
+            self.delivery_limit,
+        )
+        for spec in specs:
+            self._queues[spec.name] = await declare_specs(channel, [spec])
+
+    async def consume(self, queue: str, on_delivery: OnDelivery) -> AioSubscription:
+        declared = self._queues.get(queue)
+        if declared is None:
+            raise PublishError(f"queue {queue!r} was not declared on this transport")
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await on_delivery(AioDelivery(queue, message))
+
+        return AioSubscription(declared, await declared.consume(on_message))
+
+    async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+        channel = self._require(self._confirmed if confirm else self._unconfirmed)
+        await publish(channel, message)
+
+    @staticmethod
+    def _require(channel: AbstractChannel | None) -> AbstractChannel:
+        if channel is None:
+            raise PublishError("the RabbitMQ transport is not open")
+        return channel

@@ -1,0 +1,201 @@
+"""The pika transport: the ``Transport`` protocol over a ``BlockingChannel``, every channel
+operation carried out by the thread that owns the connection (``OwnerBridge``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
+from pika.spec import Basic, BasicProperties
+
+from tracker.consumer import QueueRules
+from tracker.delivery.envelope import Envelope, OutgoingMessage
+from tracker.errors import PublishError
+from tracker.rabbit.pika.bridge import OwnerBridge, StoreThread
+from tracker.rabbit.topology import (
+    DEFAULT_DELIVERY_LIMIT,
+    QueueSpec,
+    topology_specs,
+    work_queue_specs,
+)
+from tracker.transport import OnDelivery, Subscription
+
+OnMessage = Callable[[BlockingChannel, Basic.Deliver, BasicProperties, bytes], None]
+
+
+def to_envelope(
+    queue: str, method: Basic.Deliver, properties: BasicProperties, body: bytes
+) -> Envelope:
+    return Envelope(
+        queue=queue,
+        body=body,
+        headers=dict(properties.headers or {}),
+        message_id=properties.message_id,
+        correlation_id=properties.correlation_id,
+        redelivered=bool(method.redelivered),
+    )
+
+
+def declare_specs(channel: BlockingChannel, specs: Iterable[QueueSpec]) -> None:
+    for spec in specs:
+        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+
+
+def publish(channel: BlockingChannel, message: OutgoingMessage) -> None:
+    """Publish persistently; on a confirming channel, return once the broker has the
+    message (pika raises ``UnroutableError``/``NackError`` otherwise)."""
+    channel.basic_publish(
+        "",
+        message.routing_key,
+        message.body,
+        BasicProperties(
+            headers=message.headers,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            expiration=(
+                None if message.expiration is None else str(round(message.expiration * 1000))
+            ),
+        ),
+        mandatory=True,
+    )
+
+
+class PikaDelivery:
+    """One pika delivery, settled on its channel by the owner thread."""
+
+    def __init__(self, envelope: Envelope, channel: BlockingChannel, tag: int, bridge: OwnerBridge):
+        self.envelope = envelope
+        self.channel = channel
+        self.tag = tag
+        self.bridge = bridge
+
+    async def ack(self) -> None:
+        await self.bridge.run(lambda: self.channel.basic_ack(self.tag))
+
+    async def requeue(self) -> None:
+        await self.bridge.run(lambda: self.channel.basic_nack(self.tag, requeue=True))
+
+
+class PikaSubscription:
+    def __init__(self, channel: BlockingChannel, tag: str, bridge: OwnerBridge) -> None:
+        self.channel = channel
+        self.tag = tag
+        self.bridge = bridge
+
+    async def cancel(self) -> None:
+        await self.bridge.run(lambda: self.channel.basic_cancel(self.tag))
+
+
+class PikaTransport:
+    """The transport over an application's pika channel. Deliveries are consumed on that
+    channel (the application runs ``start_consuming`` or ``process_data_events``); each is
+    handed to the core on the ``StoreThread`` while the owner thread serves. Follow-ups are
+    published on channels of the same connection: one with confirms, one without (deadlines).
+    """
+
+    def __init__(
+        self,
+        channel: BlockingChannel,
+        store: StoreThread,
+        bridge: OwnerBridge | None = None,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    ) -> None:
+        self.channel = channel
+        self.store = store
+        self.bridge = bridge or OwnerBridge()
+        self.delivery_limit = delivery_limit
+        self._confirmed: BlockingChannel | None = None
+        self._unconfirmed: BlockingChannel | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.channel.is_open and self.channel.connection.is_open)
+
+    async def open(self) -> None:
+        """The application opened the connection."""
+
+    async def close(self) -> None:
+        """The application closes the connection."""
+
+    async def declare_work_queue(self, queue: str) -> None:
+        specs = work_queue_specs(queue, self.delivery_limit)
+        await self.bridge.run(lambda: declare_specs(self.channel, specs))
+
+    async def declare(self, rules: QueueRules) -> None:
+        await self.bridge.run(lambda: self.declare_now(rules))
+
+    def declare_now(self, rules: QueueRules) -> None:
+        """In the owner thread: every queue ``rules.queue`` needs."""
+        specs = topology_specs(
+            rules.queue,
+            rules.retry_policy.tiers_ms,
+            round(rules.timeout * 1000),
+            self.delivery_limit,
+        )
+        declare_specs(self.channel, specs)
+
+    async def consume(self, queue: str, on_delivery: OnDelivery) -> Subscription:
+        return await self.bridge.run(lambda: self.consume_now(queue, on_delivery))
+
+    def consume_now(self, queue: str, on_delivery: OnDelivery) -> PikaSubscription:
+        """In the owner thread: ``basic_consume`` with a callback that hands each delivery
+        to ``on_delivery`` on the store's loop."""
+        tag = self.channel.basic_consume(queue, self.callback(queue, on_delivery))
+        return PikaSubscription(self.channel, tag, self.bridge)
+
+    def callback(self, queue: str, on_delivery: OnDelivery) -> OnMessage:
+        """A pika ``on_message`` callback that runs ``on_delivery`` to the end."""
+
+        def on_message(
+            channel: BlockingChannel,
+            method: Basic.Deliver,
+            properties: BasicProperties,
+            body: bytes,
+        ) -> None:
+            self.deliver(queue, on_delivery, channel, method, properties, body)
+
+        return on_message
+
+    def deliver(
+        self,
+        queue: str,
+        on_delivery: OnDelivery,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        """In the owner thread (a pika callback): run ``on_delivery`` on the store's loop,
+        serving its channel operations until it is done."""
+        assert method.delivery_tag is not None, "a delivery always has a tag"
+        delivery = PikaDelivery(
+            to_envelope(queue, method, properties, body), channel, method.delivery_tag, self.bridge
+        )
+        done = self.store.submit(on_delivery(delivery))
+        self.bridge.serve_until(done, channel.connection)
+        done.result()
+
+    async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+        await self.bridge.run(lambda: self.publish_now(message, confirm=confirm))
+
+    def publish_now(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+        """In the owner thread."""
+        try:
+            publish(self._publishing_channel(confirm), message)
+        except AMQPError as exc:
+            raise PublishError(f"the broker did not take the message: {exc!r}") from exc
+
+    def _publishing_channel(self, confirm: bool) -> BlockingChannel:
+        current = self._confirmed if confirm else self._unconfirmed
+        if current is None or not current.is_open:
+            current = self.channel.connection.channel()
+            if confirm:
+                current.confirm_delivery()
+                self._confirmed = current
+            else:
+                self._unconfirmed = current
+        return current

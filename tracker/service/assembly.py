@@ -1,0 +1,234 @@
+"""The service, put together in one transport-neutral place: tracked consumers on a
+``Transport``, each with its deadline listener, plus the sweeper, the queue-statistics
+collector and the HTTP endpoint, all from one ``ServiceOptions``.
+
+``tracker serve`` builds it from the settings read at the edge; ``tracker.Worker`` is this
+over the aio-pika transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from tracker.constants import timeouts_queue_name
+from tracker.consumer import TrackedConsumer
+from tracker.delivery.processor import Processor, ProcessorOptions
+from tracker.delivery.settle import handle
+from tracker.errors import ConfigurationError
+from tracker.middleware import Middleware
+from tracker.observability import (
+    MetricsMiddleware,
+    MetricsServer,
+    QueueStatsCollector,
+    TrackerMetrics,
+)
+from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
+from tracker.service.sweeper import Sweeper
+from tracker.store import connection
+from tracker.transport import Delivery, OnDelivery, Subscription, Transport
+
+log = structlog.get_logger("tracker.service")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the service runs. ``concurrency``: deliveries in flight per queue;
+    ``shutdown_timeout``: how long in-flight handlers may finish on stop; ``lease``,
+    ``requeue_delay``, ``store_retry_budget``, ``timeout_grace``: see ``ProcessorOptions``;
+    ``stats_interval``/``sweep_interval``: seconds between background runs (None: off);
+    ``http_port`` (None: no endpoint, 0: any free port) and ``http_host``."""
+
+    concurrency: int = 10
+    shutdown_timeout: float = 30.0
+    lease: float = 30.0
+    requeue_delay: float = 1.0
+    store_retry_budget: float = 10.0
+    timeout_grace: float = 5.0
+    stats_interval: float | None = 15.0
+    sweep_interval: float | None = 60.0
+    stuck_grace: float = 30.0
+    republish_after: float = 600.0
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+
+
+class Service:
+    """Consume the queues of ``consumers`` on ``transport`` and run what keeps them healthy.
+
+    ``start()`` declares each queue's topology and consumes it; ``stop()`` stops gracefully:
+    no new deliveries, in-flight handlers get ``shutdown_timeout`` seconds to finish, the rest
+    are cancelled and their deliveries left unacked for redelivery, their claims released.
+    """
+
+    def __init__(
+        self,
+        consumers: Iterable[TrackedConsumer],
+        transport: Transport,
+        options: ServiceOptions | None = None,
+        *,
+        middleware: Iterable[Middleware] = (),
+        metrics: TrackerMetrics | None = None,
+    ) -> None:
+        self.consumers = list(consumers)
+        if not self.consumers:
+            raise ConfigurationError("a Worker needs at least one @tracked consumer")
+        queues = [c.queue for c in self.consumers]
+        if len(set(queues)) != len(queues):
+            raise ConfigurationError(f"two consumers for one queue: {sorted(queues)}")
+        self.options = options = options or ServiceOptions()
+        self.transport = transport
+        self.worker_id = options.worker_id or default_worker_id()
+        self.metrics = metrics if metrics is not None else TrackerMetrics()
+        self.middleware = (
+            MetricsMiddleware(self.metrics, {c.queue: c.name for c in self.consumers}),
+            *middleware,
+            DeadlineMiddleware(
+                lambda: self.transport if self._running else None,
+                {c.queue: c.timeout for c in self.consumers},
+            ),
+        )
+        processor_options = ProcessorOptions(
+            worker_id=self.worker_id,
+            lease=options.lease,
+            requeue_delay=options.requeue_delay,
+            store_retry_budget=options.store_retry_budget,
+            timeout_grace=options.timeout_grace,
+        )
+        self.processors = {
+            c.queue: Processor(c, processor_options, self.middleware) for c in self.consumers
+        }
+        self.collector = QueueStatsCollector(
+            self.metrics, {c.queue: c.timeout for c in self.consumers}, options.stats_interval or 15
+        )
+        self.sweeper = Sweeper(
+            {queue: p.outcomes for queue, p in self.processors.items()},
+            self.transport.publish,
+            interval=options.sweep_interval or 60.0,
+            stuck_grace=options.stuck_grace,
+            republish_after=options.republish_after,
+        )
+        self.metrics_server = (
+            None
+            if options.http_port is None
+            else MetricsServer(
+                self.metrics.registry,
+                checks={"mongodb": connection.ping, "rabbitmq": self._broker_connected},
+                host=options.http_host,
+                port=options.http_port,
+            )
+        )
+        self._running = False
+        self._subscriptions: list[Subscription] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.transport.open()
+        self._running = True
+        for consumer in self.consumers:
+            processor = self.processors[consumer.queue]
+            await self.transport.declare(consumer)
+            listener = DeadlineListener(
+                processor.outcomes, self.transport, self.options.requeue_delay
+            )
+            for queue, on_delivery in (
+                (consumer.queue, self._on_work(processor)),
+                (timeouts_queue_name(consumer.queue), self._spawning(listener.on_delivery)),
+            ):
+                self._subscriptions.append(await self.transport.consume(queue, on_delivery))
+        if self.options.stats_interval is not None:
+            self.collector.start()
+        if self.options.sweep_interval is not None:
+            self.sweeper.start()
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
+        log.info(
+            "worker started",
+            worker_id=self.worker_id,
+            queues=[c.queue for c in self.consumers],
+            concurrency=self.options.concurrency,
+        )
+
+    async def run_forever(self) -> None:
+        """Wait until ``stop()`` is called (from a signal handler, say)."""
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight handlers finish within ``shutdown_timeout``, cancel
+        the rest (their deliveries return to the queue), close the connection."""
+        if not self._running:
+            return
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.cancel()
+        if self._in_flight:
+            _, pending = await asyncio.wait(
+                set(self._in_flight), timeout=self.options.shutdown_timeout
+            )
+            if pending:
+                log.warning("cancelling unfinished handlers", count=len(pending))
+                await self._cancel(pending)
+        await self._close()
+        log.info("worker stopped", worker_id=self.worker_id)
+
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: the connection closes first, so nothing more is
+        acked, and in-flight handlers are cancelled without releasing their claims."""
+        if not self._running:
+            return
+        for processor in self.processors.values():
+            processor.release_on_cancel = False
+        await self._close()
+        await self._cancel(set(self._in_flight))
+
+    async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _broker_connected(self) -> bool:
+        return self._running and self.transport.is_open
+
+    async def _close(self) -> None:
+        self._running = False
+        await self.collector.stop()
+        await self.sweeper.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        self._subscriptions.clear()
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        self._stopped.set()
+
+    def _on_work(self, processor: Processor) -> OnDelivery:
+        async def on_delivery(delivery: Delivery) -> None:
+            await handle(processor, delivery, self.transport)
+
+        return self._spawning(on_delivery)
+
+    def _spawning(self, on_delivery: OnDelivery) -> OnDelivery:
+        """Run each delivery as its own task, tracked so that stopping can wait for it."""
+
+        async def spawn(delivery: Delivery) -> None:
+            task = asyncio.create_task(on_delivery(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        return spawn
