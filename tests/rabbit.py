@@ -111,10 +111,16 @@ class Broker:
         await asyncio.to_thread(send)
 
     async def depth(self, queue: str) -> int:
-        # aio-pika's robust channel answers a passive declare from its cache; ask the broker.
-        underlay = await self.channel.get_underlay_channel()
-        declared = await underlay.queue_declare(queue, passive=True)
-        return int(declared.message_count or 0)
+        # aio-pika's robust channel answers a passive declare from its cache; ask the broker
+        # (the helper's own channel may be reconnecting after a test dropped connections).
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    underlay = await self.channel.get_underlay_channel()
+                    declared = await underlay.queue_declare(queue, passive=True)
+                    return int(declared.message_count or 0)
+                except (aiormq.exceptions.ChannelInvalidStateError, RuntimeError):
+                    await asyncio.sleep(0.2)
 
     async def dlq_depth(self, queue: str) -> int:
         return await self.depth(dlq_name(queue))

@@ -6,11 +6,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from tracker.classify import Classifier
 from tracker.clock import seconds
 from tracker.constants import (
     DEADLINE_INFIX,
@@ -25,8 +24,11 @@ from tracker.constants import (
     TIMEOUTS_SUFFIX,
 )
 from tracker.errors import ConfigurationError
-from tracker.models import TaskTracker
 from tracker.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from tracker.classify import Classifier
+    from tracker.models import TaskTracker
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -41,52 +42,81 @@ def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
 
 
 class RecordingMiddleware(Middleware):
-    """Counts every hook call (``counts["on_duplicate"]``), keeps the decisions, and lets a
-    test wait for a number of outcomes."""
+    """Records every hook call in order (``events``: hook name and execution or queue),
+    counts them (``counts["on_duplicate"]``; failures as ``on_retry``/``on_dead_letter``),
+    counts settled outcomes (``outcomes["completed"]``), and lets a test wait for outcomes.
+    Safe to use from any thread and event loop (the pika adapter runs hooks on its own)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self._changed = asyncio.Condition()
+        self.events: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
 
-    async def _note(self, hook: str) -> None:
-        self.counts[hook] += 1
-        async with self._changed:
-            self._changed.notify_all()
+    def _note(self, hook: str, subject: str, outcome: str | None = None) -> None:
+        with self._lock:
+            self.counts[hook] += 1
+            self.events.append((hook, subject))
+            if outcome is not None:
+                self.outcomes[outcome] += 1
+
+    def hooks_for(self, subject: str) -> list[str]:
+        """The hooks called for one execution (or queue), in order."""
+        with self._lock:
+            return [hook for hook, about in self.events if about == subject]
 
     async def before_process(self, envelope: Envelope) -> None:
-        await self._note("before_process")
+        self._note("before_process", _delivered(envelope))
 
     async def after_claim(self, task: TaskContext) -> None:
-        await self._note("after_claim")
+        self._note("after_claim", task.execution_id)
+
+    async def after_handler(self, task: TaskContext, error: BaseException | None) -> None:
+        self._note("after_handler", task.execution_id)
+
+    async def on_abandoned(self, task: TaskContext) -> None:
+        self._note("on_abandoned", task.execution_id)
+
+    async def after_outcome(self, task: TaskContext, decision: Decision) -> None:
+        self._note("after_outcome", task.execution_id)
 
     async def before_ack(self, envelope: Envelope, decision: Decision) -> None:
-        self.outcomes[decision.outcome] += 1
-        await self._note("before_ack")
+        self._note("before_ack", _delivered(envelope), decision.outcome)
 
     async def on_duplicate(self, envelope: Envelope, execution: TaskTracker) -> None:
-        await self._note("on_duplicate")
+        self._note("on_duplicate", execution.execution_id)
 
     async def on_rejected(self, envelope: Envelope, reason: str) -> None:
-        await self._note("on_rejected")
+        self._note("on_rejected", _delivered(envelope))
 
     async def on_failure(
         self, task: TaskContext, category: ErrorCategory, retried: bool, error: BaseException
     ) -> None:
-        await self._note("on_retry" if retried else "on_dead_letter")
+        self._note("on_retry" if retried else "on_dead_letter", task.execution_id)
 
     async def on_store_unavailable(self, envelope: Envelope, error: Exception) -> None:
-        await self._note("on_store_unavailable")
+        self._note("on_store_unavailable", _delivered(envelope))
+
+    async def on_enqueued(self, queue: str, execution: TaskTracker, deduplicated: bool) -> None:
+        self._note("on_enqueued", execution.execution_id)
+
+    async def on_archived(self, queue: str, count: int) -> None:
+        self._note("on_archived", queue)
 
     async def wait_for(self, timeout: float = 20.0, **outcomes: int) -> None:
         """Wait until at least the given number of each outcome was settled
         (``wait_for(completed=3, dead_lettered=1)``)."""
+        async with asyncio.timeout(timeout):
+            while not self._reached(outcomes):
+                await asyncio.sleep(0.01)
 
-        def reached() -> bool:
+    def _reached(self, outcomes: dict[str, int]) -> bool:
+        with self._lock:
             return all(self.outcomes[name] >= n for name, n in outcomes.items())
 
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(reached)
+
+def _delivered(envelope: Envelope) -> str:
+    return envelope.message_id or "?"
 
 
 @contextlib.contextmanager

@@ -26,7 +26,6 @@ from tracker.consumer import QueueRules, TaskContext, task_context
 from tracker.delivery.decision import Decision
 from tracker.delivery.envelope import (
     Envelope,
-    InvalidMessage,
     OutgoingMessage,
     dead_letter_copy,
     encode_payload,
@@ -42,8 +41,6 @@ from tracker.store.executions import create_execution
 
 log = structlog.get_logger("tracker.outcomes")
 T = TypeVar("T")
-# The errorType of a delivery that broke the message contract.
-REJECTED_TYPE = "InvalidMessage"
 
 
 class Outcomes:
@@ -180,54 +177,6 @@ class Outcomes:
         except StaleClaimError:
             return None
 
-    # -- bad input ------------------------------------------------------------------------------
-
-    async def reject_unknown(
-        self, envelope: Envelope, message: InvalidMessage
-    ) -> Decision | TaskTracker:
-        """Record a delivery with no record that breaks the contract as a dead letter; the
-        existing execution when one with its id appeared meanwhile (a duplicate)."""
-        created = await create_execution(
-            message.task_id,
-            self.rules.queue,
-            None,
-            execution_id=message.execution_id,
-            status=TaskStatus.DLQ,
-            history_message=message.reason,
-            metadata={"rawBodyPreview": envelope.body[:512].decode("utf-8", errors="replace")},
-            fields={**rejection_fields(message), "failedAt": utcnow()},
-        )
-        if created.deduplicated:
-            return created.execution
-        return await self._rejected(envelope, message)
-
-    async def reject_claimed(
-        self, envelope: Envelope, message: InvalidMessage, token: str
-    ) -> Decision:
-        await transitions.transition(
-            message.execution_id,
-            TaskStatus.DLQ,
-            claim_token=token,
-            message=message.reason,
-            worker=self.worker_id,
-            fields=rejection_fields(message),
-        )
-        return await self._rejected(envelope, message)
-
-    async def _rejected(self, envelope: Envelope, message: InvalidMessage) -> Decision:
-        log.warning(
-            "message rejected",
-            queue=self.rules.queue,
-            task_id=message.task_id,
-            execution_id=message.execution_id,
-            reason=message.reason,
-        )
-        await run_hooks(self.middleware, "on_rejected", envelope, message.reason)
-        copy = dead_letter_copy(
-            envelope, dlq_name(self.rules.queue), ErrorCategory.VALIDATION.value, message.reason
-        )
-        return Decision("rejected", publish=(copy,), execution_id=message.execution_id)
-
     # -- retries --------------------------------------------------------------------------------
 
     async def create_retry(
@@ -301,14 +250,6 @@ class Outcomes:
                 log.warning("outcome write failed, retrying", error=str(error), in_seconds=pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
-
-
-def rejection_fields(message: InvalidMessage) -> dict[str, Any]:
-    return {
-        "errorMessage": message.reason,
-        "errorCategory": ErrorCategory.VALIDATION.value,
-        "errorType": REJECTED_TYPE,
-    }
 
 
 def expiry(retention: float | None) -> dict[str, Any]:

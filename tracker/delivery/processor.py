@@ -33,6 +33,7 @@ from tracker.delivery.envelope import (
 )
 from tracker.delivery.leases import Heartbeat
 from tracker.delivery.outcomes import Outcomes
+from tracker.delivery.rejection import Rejections
 from tracker.errors import StaleClaimError, TaskTimeout
 from tracker.lifecycle import TaskStatus
 from tracker.middleware import Middleware, run_hooks
@@ -88,6 +89,7 @@ class Processor:
         self.outcomes = Outcomes(
             consumer, options.worker_id, middleware, options.store_retry_budget
         )
+        self.rejections = Rejections(consumer.queue, options.worker_id, middleware)
         # Cleared only to simulate a crash: a dead process releases nothing.
         self.release_on_cancel = True
 
@@ -210,14 +212,14 @@ class Processor:
         self, action: Action, envelope: Envelope, message: InvalidMessage, claim: Claim
     ) -> Decision:
         if action is Action.REJECT_UNKNOWN:
-            rejected = await self.outcomes.reject_unknown(envelope, message)
+            rejected = await self.rejections.reject_unknown(envelope, message)
             if isinstance(rejected, Decision):
                 return rejected
             return await self._duplicate(envelope, rejected, Action.SKIP_DUPLICATE)
         assert claim.execution is not None
         if action is Action.REJECT_CLAIMED:
             assert claim.token is not None
-            return await self.outcomes.reject_claimed(envelope, message, claim.token)
+            return await self.rejections.reject_claimed(envelope, message, claim.token)
         return await self._duplicate(envelope, claim.execution, action)
 
     def _claim_request(self, message: TaskMessage | InvalidMessage) -> ClaimRequest:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from pika.adapters.blocking_connection import BlockingConnection
+from pika.exceptions import AMQPError
 
 from tracker.store import connection as store_connection
 
@@ -59,9 +60,16 @@ class StoreThread:
         return self.submit(coroutine).result(timeout)
 
     def close(self) -> None:
+        """Disconnect the store and stop the thread."""
         if self._loop.is_closed():
             return
         self.call(store_connection.disconnect())
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the thread, leaving the store connected (it may be shared)."""
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -95,15 +103,22 @@ class OwnerBridge:
         self, done: concurrent.futures.Future[Any], connection: BlockingConnection
     ) -> None:
         """In the owner thread: carry out requested operations and keep the connection's I/O
-        going until ``done``; then carry out what is still queued."""
+        going until ``done``; then carry out what is still queued. If the connection is lost
+        meanwhile, the operations still asked for fail at once (the core then leaves the
+        delivery to be redelivered), and the loss is raised once ``done``, for the
+        application to reconnect as pika applications do."""
         self.owner = threading.current_thread()
         done.add_done_callback(lambda _: self._calls.put(None))
+        lost: AMQPError | None = None
         while not done.done():
             try:
                 call = self._calls.get(timeout=IO_INTERVAL)
             except queue.Empty:
-                if connection.is_open:
-                    connection.process_data_events(0)
+                if lost is None and connection.is_open:
+                    try:
+                        connection.process_data_events(0)
+                    except AMQPError as exc:
+                        lost = exc
                 continue
             if call is not None:
                 _carry_out(call)
@@ -111,9 +126,11 @@ class OwnerBridge:
             try:
                 call = self._calls.get_nowait()
             except queue.Empty:
-                return
+                break
             if call is not None:
                 _carry_out(call)
+        if lost is not None:
+            raise lost
 
 
 def _carry_out(call: _Call) -> None:

@@ -19,10 +19,12 @@ sent: an ack (or a plain return) is success, ``nack``/``reject`` with ``requeue=
 transient failure, without it a processing failure, and an exception is classified like any
 handler's. Its other channel calls are carried out by the connection's thread.
 
-A running synchronous callback cannot be cancelled: when it outlives its timeout, the attempt
-is failed (by the worker's own timer or the deadline listener, whichever comes first), the
-delivery is settled, and the callback's late outcome is refused. The callback's thread runs on
-until the callback returns; its channel calls then fail.
+A running synchronous callback cannot be cancelled. When it outlives its timeout, the
+consumer fails the attempt itself at the timeout (there is no grace to wait for: nothing can
+stop the callback anyway), settles the delivery, and refuses the callback's late outcome; the
+callback's thread runs on until the callback returns, and its channel calls then fail. The
+deadline listener (``consume``) covers the attempts of a consumer that died: it runs on the
+connection's thread, so it acts between deliveries, never inside one.
 """
 
 from __future__ import annotations
@@ -233,7 +235,6 @@ def tracked_callback(
     lease: float = 30.0,
     requeue_delay: float = 1.0,
     store_retry_budget: float = 10.0,
-    timeout_grace: float = 5.0,
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     middleware: tuple[Middleware, ...] = (),
     metrics: TrackerMetrics | None = None,
@@ -269,7 +270,7 @@ def tracked_callback(
             lease=lease,
             requeue_delay=requeue_delay,
             store_retry_budget=store_retry_budget,
-            timeout_grace=timeout_grace,
+            timeout_grace=0.0,
         )
         return TrackedCallback(
             on_message,
