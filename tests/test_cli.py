@@ -428,15 +428,17 @@ def test_import_records_untracked_dead_letters(
 
     asyncio.run(dead_letter())
     dry = as_json(cli(state, "dlq", "import", "--queue", queue, "--dry-run", "--json"))
-    assert dry["queues"][queue] == {"imported": 1, "already_tracked": 1}
+    counts = {"imported": 1, "already_tracked": 1, "invalid": 0, "reasons": []}
+    assert dry["queues"][queue] == counts
     # When
     done = as_json(cli(state, "dlq", "import", "--queue", queue, "--yes", "--json"))
     # Then
-    assert done["queues"][queue] == {"imported": 1, "already_tracked": 1}
+    assert done["queues"][queue] == counts
     lost = status_of(state, "lost-1")
     assert (lost.status, lost.task_id, lost.payload) == (TaskStatus.DLQ, f"{queue}:lost", {"n": 1})
     assert (
         lost.error_message
         == "dead-lettered by RabbitMQ (delivery_limit) before it could be tracked"
     )
-    assert asyncio.run(_depth(dlq_name(queue))) == 1  # the tracked copy stays
+    # every copy is settled: the tracked one removed too, so it cannot come back later
+    assert asyncio.run(_depth(dlq_name(queue))) == 0

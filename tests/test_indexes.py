@@ -153,11 +153,10 @@ async def test_every_operator_query_uses_an_index(
     recorded_queries: list[tuple[str, dict[str, Any], list[Any]]],
 ) -> None:
     # Given: the background statistics, the sweeper and every CLI selection
-    from tracker.service.sweeper import Sweeper
-
     from tracker.delivery.processor import Processor, ProcessorOptions
     from tracker.observability import QueueStatsCollector, TrackerMetrics
     from tracker.operations import dead_letters as dlq
+    from tracker.service.sweeper import Sweeper
 
     await execution_in(TaskStatus.DLQ)
     await execution_in(TaskStatus.PROCESSING)

@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 from tracker.constants import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_STACK_CHARS
 from tracker.errors import Reject, Retry, TaskFailure
 from tracker.lifecycle import ErrorCategory
+from tracker.validation import storable_text
 
 Classifier = Callable[[BaseException], ErrorCategory | None]
 """A hook that names the category of an exception, or returns None to use the defaults."""
@@ -77,12 +78,22 @@ def _http_status(error: BaseException) -> int | None:
 
 
 def error_message(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
+    """The message stored for ``error``: its type and text, the text escaped where MongoDB
+    could not store it and cut to a bound; ``<unprintable>`` when ``str()`` raises."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "<unprintable>"
+    text = text or type(error).__name__
     message = f"{type(error).__name__}: {text}" if not isinstance(error, TaskFailure) else text
-    return message[:MAX_ERROR_MESSAGE_CHARS]
+    return storable_text(message, MAX_ERROR_MESSAGE_CHARS)
 
 
 def error_stack(error: BaseException) -> str:
     """The formatted traceback, keeping its end (where the error was raised) when too long."""
-    stack = "".join(traceback.format_exception(error))
+    try:
+        stack = "".join(traceback.format_exception(error))
+    except Exception as exc:  # a frame or an exception that cannot be formatted
+        stack = f"<traceback could not be formatted: {type(exc).__name__}>"
+    stack = storable_text(stack, len(stack) + 1)
     return stack if len(stack) <= MAX_ERROR_STACK_CHARS else "…" + stack[-MAX_ERROR_STACK_CHARS:]

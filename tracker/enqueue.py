@@ -1,5 +1,5 @@
-"""Enqueueing without a transport: create the execution, build its message, or undo it.
-Both publishers (aio-pika and pika) are this plus a confirmed publish."""
+"""Enqueueing, for both publishers (aio-pika and pika): create the execution, publish its
+message on a ``Transport`` with the broker's confirm, and settle a publish that failed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from tracker.clock import utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES
 from tracker.consumer import validate_queue_name
 from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
@@ -18,6 +19,8 @@ from tracker.lifecycle import TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.store import connection
 from tracker.store.executions import create_execution
+from tracker.transport import Transport
+from tracker.validation import check_id, check_metadata
 
 log = structlog.get_logger("tracker.publisher")
 
@@ -33,6 +36,67 @@ class EnqueueResult:
     status: TaskStatus
 
 
+class Enqueuer:
+    """Enqueueing on one transport, for both publishers: create the execution (or find the
+    active one), declare the queue once, publish with the broker's confirm.
+
+    A publish that fails is settled by what the broker may hold. Certainly nothing (the queue
+    could not be declared, the message came back unroutable): the execution is removed again
+    and enqueueing again is safe. Maybe the message (a lost confirm, a nack, the connection
+    lost while waiting): the execution is kept, marked ``publishUnconfirmedAt``, so that the
+    message, if it arrives, runs as that execution; the sweeper publishes it again if it never
+    does, and so does an ``enqueue`` of the same task now. Either way ``PublishError`` is
+    raised with the task and execution ids.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        middleware: tuple[Middleware, ...] = (),
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.transport = transport
+        self.middleware = middleware
+        self.max_payload_bytes = max_payload_bytes
+        self._declared: set[str] = set()
+
+    async def enqueue(
+        self,
+        queue: str,
+        payload: Any,
+        task_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_retries: int | None = None,
+        dedupe_window: float | timedelta | None = None,
+    ) -> EnqueueResult:
+        result, message, resend = await prepare(
+            queue,
+            payload,
+            task_id,
+            metadata,
+            max_retries,
+            dedupe_window,
+            max_payload_bytes=self.max_payload_bytes,
+            middleware=self.middleware,
+        )
+        if message is None:
+            return result
+        try:
+            if queue not in self._declared:
+                await self.transport.declare_work_queue(queue)
+                self._declared.add(queue)
+        except Exception as exc:
+            raise await _unpublished(queue, result, exc, remove=not resend) from exc
+        try:
+            await self.transport.publish(message)
+        except PublishError as exc:
+            remove = not exc.maybe_published and not resend
+            raise await _unpublished(queue, result, exc, remove=remove) from exc
+        if resend:
+            await _confirmed(result.execution_id)
+        return result
+
+
 async def prepare(
     queue: str,
     payload: Any,
@@ -43,9 +107,14 @@ async def prepare(
     *,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     middleware: tuple[Middleware, ...] = (),
-) -> tuple[EnqueueResult, OutgoingMessage | None]:
-    """Create the queued execution; the message to publish, or None when deduplicated."""
+) -> tuple[EnqueueResult, OutgoingMessage | None, bool]:
+    """Create the queued execution: the result, the message to publish (None when
+    deduplicated), and whether that message is a resend of an active execution whose
+    earlier publish was not confirmed."""
     validate_queue_name(queue)
+    if task_id is not None:
+        check_id(task_id, "task_id")
+    metadata = check_metadata(metadata)
     connection.collection()  # fail before anything is written if the store is not connected
     body = encode_payload(payload, max_payload_bytes)
     task_id = task_id or f"{queue}:{uuid.uuid4()}"
@@ -65,22 +134,52 @@ async def prepare(
         deduplicated=created.deduplicated,
         status=execution.status,
     )
-    if created.deduplicated:
+    resend = created.deduplicated and execution.publish_unconfirmed_at is not None
+    if created.deduplicated and not resend:
         log.info("enqueue deduplicated", task_id=task_id, execution_id=execution.execution_id)
-        return result, None
+        return result, None, False
     message = task_message(
-        queue, body, task_id=task_id, execution_id=execution.execution_id, max_retries=max_retries
+        queue,
+        encode_payload(execution.payload) if resend else body,
+        task_id=task_id,
+        execution_id=execution.execution_id,
+        retry_count=execution.retry_count,
+        max_retries=execution.max_retries,
     )
-    return result, message
+    return result, message, resend
 
 
-async def roll_back(queue: str, result: EnqueueResult, cause: BaseException) -> PublishError:
-    """Remove the still-queued execution whose message the broker did not take, and return
-    the error to raise: enqueueing again is then safe."""
-    await connection.collection().delete_one(
-        {"executionId": result.execution_id, "status": TaskStatus.QUEUED.value}
+async def _unpublished(
+    queue: str, result: EnqueueResult, cause: BaseException, *, remove: bool
+) -> PublishError:
+    """Settle an execution whose message the broker did not confirm; the error to raise."""
+    task_id, execution_id = result.task_id, result.execution_id
+    if remove:
+        await connection.collection().delete_one(
+            {"executionId": result.execution_id, "status": TaskStatus.QUEUED.value}
+        )
+        return PublishError(
+            f"the broker did not accept the message for {queue!r} ({cause}); the execution "
+            f"{result.execution_id} was rolled back, enqueueing again is safe",
+            maybe_published=False,
+            task_id=task_id,
+            execution_id=execution_id,
+        )
+    now = utcnow()
+    await connection.collection().update_one(
+        {"executionId": result.execution_id, "status": TaskStatus.QUEUED.value},
+        {"$set": {"publishUnconfirmedAt": now, "updatedAt": now}},
     )
     return PublishError(
-        f"the broker did not accept the message for {queue!r} ({cause}); the execution "
-        f"{result.execution_id} was rolled back, enqueueing again is safe"
+        f"the broker did not confirm the message for {queue!r} ({cause}); the execution "
+        f"{result.execution_id} is kept and will be published again (enqueueing again "
+        "retries now)",
+        task_id=task_id,
+        execution_id=execution_id,
+    )
+
+
+async def _confirmed(execution_id: str) -> None:
+    await connection.collection().update_one(
+        {"executionId": execution_id}, {"$unset": {"publishUnconfirmedAt": ""}}
     )

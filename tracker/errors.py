@@ -56,7 +56,25 @@ class StaleClaimError(TrackerError):
 
 
 class PublishError(TrackerError):
-    """The broker did not confirm a message; see the message for what was done about it."""
+    """The broker did not confirm a message; see the message for what was done about it.
+
+    ``maybe_published``: False when the broker certainly does not hold the message (it was
+    returned as unroutable, or never sent); True when it may (a lost confirm, a nack, a
+    connection lost while waiting). ``task_id``/``execution_id`` name the enqueued execution.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_published: bool = True,
+        task_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.maybe_published = maybe_published
+        self.task_id = task_id
+        self.execution_id = execution_id
 
 
 class WaitTimeoutError(TrackerError, TimeoutError):
@@ -70,6 +88,10 @@ class TaskFailure(TrackerError):
     """
 
     category: ClassVar[ErrorCategory]
+    # True: dead-lettered at once whatever the retry policy says (trying again cannot help).
+    final: ClassVar[bool] = False
+    # The name recorded as errorType (default: the exception's own class name).
+    error_type: str | None = None
 
 
 class TransientError(TaskFailure):
@@ -98,6 +120,41 @@ class InfrastructureError(TaskFailure):
 
 class TaskTimeout(InfrastructureError):
     """The execution outlived its consumer's timeout (raised by the tracker, not a handler)."""
+
+
+class UnstorableResult(ProcessingError):
+    """The handler returned a value MongoDB cannot store (an integer beyond 64 bits, text that
+    is not valid Unicode, over the size bound). The same input gives the same result: never
+    retried."""
+
+    final = True
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"result could not be stored: {why}")
+
+
+class HandlerEscape(TaskFailure):
+    """The handler ended with a ``BaseException`` that is not an ``Exception``
+    (``GeneratorExit``, a ``CancelledError`` the worker did not ask for, ...)."""
+
+    category = ErrorCategory.UNKNOWN
+
+    def __init__(self, original: BaseException, message: str | None = None) -> None:
+        name = type(original).__name__
+        super().__init__(message or f"handler raised {name}")
+        self.error_type = name
+
+
+class HandlerInterrupt(TrackerError):
+    """The handler raised ``KeyboardInterrupt`` or ``SystemExit``: not a failure of the task.
+    Its claim is released, its delivery returned, and the worker stops; ``exit_code`` is
+    what the process should exit with (never 0)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"handler raised {type(original).__name__}: the worker stops")
+        self.original = original
+        code = original.code if isinstance(original, SystemExit) else 130
+        self.exit_code = code if isinstance(code, int) and code != 0 else 1
 
 
 class PartnerAPIError(TaskFailure):

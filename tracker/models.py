@@ -117,6 +117,14 @@ class TaskTracker(Document):
     next_execution_id: str | None = Field(default=None, alias="nextExecutionId")
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
     republished_at: datetime | None = Field(default=None, alias="republishedAt")
+    publish_unconfirmed_at: datetime | None = Field(default=None, alias="publishUnconfirmedAt")
+    timeout_at: datetime | None = Field(default=None, alias="timeoutAt")
+    source_execution_id: str | None = Field(default=None, alias="sourceExecutionId")
+    group_id: str | None = Field(default=None, alias="groupId")
+    # A rejected delivery's record: what it claimed, and its raw bytes (bounded).
+    claimed_task_id: str | None = Field(default=None, alias="claimedTaskId")
+    claimed_execution_id: str | None = Field(default=None, alias="claimedExecutionId")
+    raw_body: bytes | None = Field(default=None, alias="rawBody")
 
     class Settings:
         name = COLLECTION
@@ -137,6 +145,8 @@ class TaskTracker(Document):
         "lease_expires_at",
         "expires_at",
         "republished_at",
+        "publish_unconfirmed_at",
+        "timeout_at",
     )
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:

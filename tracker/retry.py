@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,20 +48,34 @@ class RetryPolicy:
             raise ValueError("jitter must be between 0 and 1")
         if self.initial_delay <= 0 or self.multiplier < 1:
             raise ValueError("initial_delay must be positive and multiplier at least 1")
+        if not all(math.isfinite(v) for v in (self.initial_delay, self.multiplier, self.max_delay)):
+            raise ValueError("initial_delay, multiplier and max_delay must be finite")
 
     def should_retry(self, category: ErrorCategory, retry_count: int, max_retries: int) -> bool:
         return category in self.retryable and retry_count < max_retries
 
+    def tier_index(self, delay: float) -> int:
+        return max(bisect.bisect_right(self.tiers, delay) - 1, 0)
+
     def backoff(self, retry_count: int, rng: random.Random | None = None) -> float:
-        """The delay before retry number ``retry_count`` (0 for the first), before tiering."""
-        raw = min(self.max_delay, self.initial_delay * self.multiplier**retry_count)
+        """The delay before retry number ``retry_count`` (0 for the first), before tiering.
+        Any count is safe: the growth stops at ``max_delay`` before it can overflow."""
+        raw = self.max_delay
+        if retry_count <= self._doublings_to_max:
+            raw = min(self.max_delay, self.initial_delay * self.multiplier ** max(retry_count, 0))
         factor = 1 - self.jitter * (rng or random).random()
         return raw * factor
 
+    @property
+    def _doublings_to_max(self) -> float:
+        """The retry count from which the backoff is ``max_delay``."""
+        if self.multiplier == 1 or self.max_delay <= self.initial_delay:
+            return 0 if self.max_delay <= self.initial_delay else math.inf
+        return math.log(self.max_delay / self.initial_delay, self.multiplier) + 1
+
     def tier_for(self, delay: float) -> float:
         """The largest tier not longer than ``delay`` (the smallest tier if all are longer)."""
-        index = bisect.bisect_right(self.tiers, delay) - 1
-        return self.tiers[max(index, 0)]
+        return self.tiers[self.tier_index(delay)]
 
     @property
     def tiers_ms(self) -> Sequence[int]:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from tracker.delivery.envelope import OutgoingMessage
+from tracker.errors import HandlerInterrupt
 from tracker.lifecycle import TaskStatus
 
 Outcome = Literal[
@@ -23,6 +24,7 @@ Outcome = Literal[
     "duplicate",
     "stale",
     "store_unavailable",
+    "interrupted",
     "error",
 ]
 
@@ -37,6 +39,8 @@ class Decision:
     requeue: bool = False
     requeue_delay: float = 0.0
     execution_id: str | None = None
+    # Set when the handler asked the process to stop: the worker stops after settling.
+    interrupt: HandlerInterrupt | None = None
 
 
 class Action(StrEnum):
@@ -44,8 +48,8 @@ class Action(StrEnum):
 
     RUN = "run"  # this worker holds the claim: run the handler
     TRACK_ON_ARRIVAL = "track_on_arrival"  # no record (a plain producer): create one, run
-    REJECT_CLAIMED = "reject_claimed"  # claimed, but the message breaks the contract
-    REJECT_UNKNOWN = "reject_unknown"  # no record and the message breaks the contract
+    REJECT = "reject"  # bad input owning no execution: recorded under an id of its own
+    REJECT_CLAIMED = "reject_claimed"  # bad input of an execution it claimed: dead-letter it
     WAIT_FOR_LEASE = "wait_for_lease"  # a redelivery while a claim is live: its holder may be dead
     RECOVER_RETRY = "recover_retry"  # a failed attempt whose retry may be missing
     SKIP_DUPLICATE = "skip_duplicate"  # finished, or held under a live claim: ack, do not run
@@ -59,12 +63,17 @@ class Sighting:
     won: bool = False
     status: TaskStatus | None = None
     has_next_execution: bool = False
+    # The execution id exists, but under another task or queue: not this delivery's.
+    foreign: bool = False
 
 
-def decide(*, valid: bool, redelivered: bool, sighting: Sighting) -> Action:
-    """The one table: every (stored status x delivery kind) pair maps to one action."""
+def decide(*, valid: bool, redelivered: bool, sighting: Sighting | None) -> Action:
+    """The one table: every (stored status x delivery kind) pair maps to one action.
+    ``sighting`` is None when nothing was claimed: a delivery that names no usable ids."""
+    if sighting is None or sighting.foreign:
+        return Action.REJECT
     if not sighting.found:
-        return Action.TRACK_ON_ARRIVAL if valid else Action.REJECT_UNKNOWN
+        return Action.TRACK_ON_ARRIVAL if valid else Action.REJECT
     if sighting.won:
         return Action.RUN if valid else Action.REJECT_CLAIMED
     if sighting.status is TaskStatus.PROCESSING and redelivered:

@@ -11,6 +11,7 @@ outcome already recorded and changes nothing. Follow-up messages (the retry, a c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -21,23 +22,26 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from tracker.classify import classify, error_message, error_stack
 from tracker.clock import new_execution_id, utcnow
-from tracker.constants import MAX_RESULT_BYTES, dlq_name, retry_queue_name
+from tracker.constants import MAX_RESULT_BYTES
 from tracker.consumer import QueueRules, TaskContext, task_context
 from tracker.delivery.decision import Decision
 from tracker.delivery.envelope import (
     Envelope,
     OutgoingMessage,
-    dead_letter_copy,
-    encode_payload,
-    task_message,
-    with_error,
 )
-from tracker.errors import ControlFlow, Reject, Retry, StaleClaimError, TaskTimeout
+from tracker.delivery.retries import Retries, retry_delay
+from tracker.errors import (
+    ControlFlow,
+    Reject,
+    StaleClaimError,
+    TaskTimeout,
+    UnstorableResult,
+)
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.store import transitions
-from tracker.store.executions import create_execution
+from tracker.validation import storage_problem
 
 log = structlog.get_logger("tracker.outcomes")
 T = TypeVar("T")
@@ -58,13 +62,22 @@ class Outcomes:
         store_retry_budget: float = 10.0,
     ) -> None:
         self.rules = rules
+        self.retries = Retries(rules)
         self.worker_id = worker_id
         self.middleware = middleware
         self.store_retry_budget = store_retry_budget
 
     # -- the handler's outcome ---------------------------------------------------------------
 
-    async def complete(self, task: TaskContext, token: str, result: Any) -> Decision:
+    async def complete(
+        self, task: TaskContext, token: str, result: Any, envelope: Envelope | None = None
+    ) -> Decision:
+        """Complete the attempt with ``result``; a result MongoDB cannot store fails it."""
+        stored, problem = storable_result(result)
+        if problem is not None:
+            return await self.fail(task, token, UnstorableResult(problem), envelope)
+        # A repeated write of our own completion (its reply was lost) reports no change:
+        # it is still this completion.
         await self._store_write(
             lambda: transitions.transition(
                 task.execution_id,
@@ -72,17 +85,21 @@ class Outcomes:
                 claim_token=token,
                 message="completed",
                 worker=self.worker_id,
-                fields={"result": bounded_result(result), **expiry(self.rules.retention)},
+                fields={"result": stored, **expiry(self.rules.retention)},
             )
         )
-        task.log.info("task completed")
+        task.log.debug("task completed")
         return Decision("completed", execution_id=task.execution_id)
 
     async def fail(
         self, task: TaskContext, token: str, error: Exception, envelope: Envelope | None
     ) -> Decision:
-        """Fail the attempt held by ``token``: schedule a retry, or dead-letter it. The copy
-        for ``.dlq`` is ``envelope`` as delivered, or built from the stored payload."""
+        """Fail the attempt held by ``token``: schedule a retry, or dead-letter it.
+
+        Exactly one failure is recorded per attempt: when the attempt was already failed
+        under this claim (the deadline and the worker's own timer both fired), this call
+        records nothing, counts nothing, and only makes sure the retry that was recorded
+        exists and is published."""
         rules = self.rules
         category = classify(error, hook=rules.classify, retry_on=rules.retry_on)
         message = error_message(error)
@@ -90,18 +107,16 @@ class Outcomes:
             "errorMessage": message,
             "errorCategory": category.value,
             "errorStack": None if isinstance(error, ControlFlow) else error_stack(error),
-            "errorType": type(error).__name__,
+            "errorType": getattr(error, "error_type", None) or type(error).__name__,
         }
-        retry = not isinstance(error, Reject) and rules.retry_policy.should_retry(
+        final = isinstance(error, Reject) or getattr(error, "final", False)
+        if final or not rules.retry_policy.should_retry(
             category, task.retry_count, task.max_retries
-        )
-        if not retry:
-            return await self._dead_letter(task, token, error, category, error_fields, envelope)
-        policy = rules.retry_policy
-        wanted = error.delay if isinstance(error, Retry) and error.delay is not None else None
-        delay = policy.tier_for(wanted if wanted is not None else policy.backoff(task.retry_count))
+        ):
+            return await self._dead_letter(task, token, error, category, error_fields)
+        delay = retry_delay(rules, error, task.retry_count)
         next_id = new_execution_id()
-        await self._store_write(
+        _, changed = await self._store_write(
             lambda: transitions.transition(
                 task.execution_id,
                 TaskStatus.FAILED,
@@ -115,8 +130,11 @@ class Outcomes:
                 },
             )
         )
+        if not changed:
+            return await self._already_failed(task)
+        payload = received_payload(task, envelope)
         retry_doc = await self._store_write(
-            lambda: self.create_retry(task.execution, next_id, task.payload, delay)
+            lambda: self.retries.create(task.execution, next_id, payload, delay)
         )
         task.log.warning(
             "task failed, retry scheduled",
@@ -126,7 +144,7 @@ class Outcomes:
             next_execution_id=next_id,
         )
         await run_hooks(self.middleware, "on_failure", task, category, True, error)
-        publish = () if retry_doc is None else (self.message_for(retry_doc, delay),)
+        publish = () if retry_doc is None else (self.retries.message_for(retry_doc, delay),)
         return Decision("retried", publish=publish, execution_id=task.execution_id)
 
     async def _dead_letter(
@@ -136,10 +154,11 @@ class Outcomes:
         error: Exception,
         category: ErrorCategory,
         error_fields: dict[str, Any],
-        envelope: Envelope | None,
     ) -> Decision:
+        """Record the dead letter. MongoDB holds it, its payload and its reason; no copy goes
+        to ``.dlq`` (that queue holds only what the broker itself dead-lettered)."""
         message = error_fields["errorMessage"]
-        await self._store_write(
+        _, changed = await self._store_write(
             lambda: transitions.transition(
                 task.execution_id,
                 TaskStatus.DLQ,
@@ -149,15 +168,18 @@ class Outcomes:
                 fields=error_fields,
             )
         )
+        if not changed:
+            return Decision("stale", execution_id=task.execution_id)
         task.log.warning("task dead-lettered", category=category.value, error=message)
         await run_hooks(self.middleware, "on_failure", task, category, False, error)
-        routing_key = dlq_name(self.rules.queue)
-        copy = (
-            dead_letter_copy(envelope, routing_key, category.value, message)
-            if envelope is not None
-            else with_error(self.message_for(task.execution, 0.0, routing_key), category, message)
-        )
-        return Decision("dead_lettered", publish=(copy,), execution_id=task.execution_id)
+        return Decision("dead_lettered", execution_id=task.execution_id)
+
+    async def _already_failed(self, task: TaskContext) -> Decision:
+        failed = await TaskTracker.find_execution(task.execution_id)
+        publish: tuple[OutgoingMessage, ...] = ()
+        if failed is not None and failed.next_execution_id is not None:
+            publish = await self.retries.recover(failed)
+        return Decision("stale", publish=publish, execution_id=task.execution_id)
 
     # -- attempts that outlived their timeout ---------------------------------------------------
 
@@ -166,7 +188,19 @@ class Outcomes:
         processing under ``claim_token`` (any claim when None). None when it was not: it
         finished, or another path (the worker, the deadline, the sweeper) failed it first."""
         execution = await TaskTracker.find_execution(execution_id)
-        if execution is None or execution.status is not TaskStatus.PROCESSING:
+        if execution is None:
+            return None
+        failed_under_this_claim = (
+            execution.status is TaskStatus.FAILED
+            and execution.next_execution_id is not None
+            and claim_token in (None, execution.claim_token)
+        )
+        if failed_under_this_claim:
+            # Perhaps by a run of this very call that died before the retry was stored:
+            # make sure the retry exists and goes out.
+            publish = await self.retries.recover(execution)
+            return Decision("stale", publish=publish, execution_id=execution_id)
+        if execution.status is not TaskStatus.PROCESSING:
             return None
         token = execution.claim_token
         if token is None or (claim_token is not None and token != claim_token):
@@ -176,63 +210,6 @@ class Outcomes:
             return await self.fail(task, token, TaskTimeout(self.rules.timeout_text()), None)
         except StaleClaimError:
             return None
-
-    # -- retries --------------------------------------------------------------------------------
-
-    async def create_retry(
-        self, failed: TaskTracker, next_id: str, payload: Any, delay: float
-    ) -> TaskTracker | None:
-        """The next execution of a failed one, or None if the task already has another
-        active execution (then that one carries the task on)."""
-        created = await create_execution(
-            failed.task_id,
-            failed.queue_name,
-            payload,
-            execution_id=next_id,
-            retry_count=failed.retry_count + 1,
-            max_retries=failed.effective_max_retries(),
-            metadata=failed.metadata,
-            message_version=failed.message_version,
-            history_message=f"retry of {failed.execution_id}",
-            enqueued_at=utcnow() + timedelta(seconds=delay),
-        )
-        if created.deduplicated and created.execution.execution_id != next_id:
-            return None
-        return created.execution
-
-    async def recover_retry(self, failed: TaskTracker) -> tuple[OutgoingMessage, ...]:
-        """The retry of a failed execution whose holder may have died before storing or
-        publishing it: created under the recorded id if missing, and its message again."""
-        assert failed.next_execution_id is not None
-        retry = await TaskTracker.find_execution(failed.next_execution_id)
-        if retry is None:
-            retry = await self.create_retry(
-                failed, failed.next_execution_id, failed.payload, self.rules.retry_policy.tiers[0]
-            )
-        if retry is None or retry.status is not TaskStatus.QUEUED:
-            return ()
-        remaining = max((retry.enqueued_at - utcnow()).total_seconds(), 0.0)
-        delay = self.rules.retry_policy.tier_for(remaining) if remaining > 0 else 0.0
-        log.info("republishing the retry of a failed execution", execution_id=retry.execution_id)
-        return (self.message_for(retry, delay),)
-
-    def message_for(
-        self, execution: TaskTracker, delay: float, routing_key: str | None = None
-    ) -> OutgoingMessage:
-        """The message of ``execution``: to ``routing_key``, else to the delay queue of
-        ``delay`` (the work queue itself when 0)."""
-        queue = self.rules.queue
-        if routing_key is None:
-            routing_key = retry_queue_name(queue, round(delay * 1000)) if delay > 0 else queue
-        return task_message(
-            queue,
-            encode_payload(execution.payload),
-            task_id=execution.task_id,
-            execution_id=execution.execution_id,
-            retry_count=execution.retry_count,
-            max_retries=execution.max_retries,
-            routing_key=routing_key,
-        )
 
     async def _store_write(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run an outcome write, retrying while MongoDB is unreachable for up to the budget."""
@@ -259,14 +236,23 @@ def expiry(retention: float | None) -> dict[str, Any]:
     return {"expiresAt": utcnow() + timedelta(seconds=retention)}
 
 
-def bounded_result(result: Any) -> Any:
-    """The handler's return value as stored: JSON-compatible and at most MAX_RESULT_BYTES."""
+def received_payload(task: TaskContext, envelope: Envelope | None) -> Any:
+    """The payload as it arrived (the handler may have changed ``task.payload``): read again
+    from the delivery, else the stored one."""
+    if envelope is not None:
+        with contextlib.suppress(ValueError, RecursionError):
+            return json.loads(envelope.body)
+    return task.execution.payload
+
+
+def storable_result(result: Any) -> tuple[Any, str | None]:
+    """The handler's return value as stored (JSON-compatible, at most MAX_RESULT_BYTES
+    encoded), or why it cannot be stored."""
     if result is None:
-        return None
+        return None, None
     try:
-        encoded = json.dumps(result, default=str)
-    except (TypeError, ValueError):
-        encoded = json.dumps(repr(result))
-    if len(encoded) > MAX_RESULT_BYTES:
-        return {"truncated": True, "preview": encoded[: MAX_RESULT_BYTES // 4]}
-    return json.loads(encoded)
+        stored = json.loads(json.dumps(result, default=str))
+    except Exception as exc:  # a custom object's __str__ may raise anything
+        return None, f"it is not JSON: {type(exc).__name__}"
+    problem = storage_problem(stored, "it", MAX_RESULT_BYTES)
+    return (stored, None) if problem is None else (None, problem)

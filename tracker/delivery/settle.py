@@ -9,21 +9,19 @@ import asyncio
 import structlog
 
 from tracker.delivery.decision import Decision
-from tracker.delivery.processor import Processor, RunHandler
+from tracker.delivery.processor import Processor
 from tracker.middleware import run_hooks
 from tracker.transport import Delivery, Transport
 
 log = structlog.get_logger("tracker.settle")
 
 
-async def handle(
-    processor: Processor, delivery: Delivery, transport: Transport, run: RunHandler | None = None
-) -> Decision:
+async def handle(processor: Processor, delivery: Delivery, transport: Transport) -> Decision:
     """Process one delivery to the end: its outcome recorded, follow-ups published, settled.
     An unexpected error requeues the delivery after ``requeue_delay``."""
     envelope = delivery.envelope
     try:
-        decision = await processor.process(envelope, run)
+        decision = await processor.process(envelope)
         for outgoing in decision.publish:
             await transport.publish(outgoing)
     except asyncio.CancelledError:
@@ -38,7 +36,13 @@ async def handle(
 async def settle(delivery: Delivery, decision: Decision, processor: Processor) -> None:
     """Ack the delivery, or requeue it after the decision's delay. A failure to settle (the
     channel closed under us) is logged: the broker redelivers, and the outcome already
-    recorded makes the redelivery a skipped duplicate."""
+    recorded makes the redelivery a skipped duplicate.
+
+    A delivery whose handler interrupted the worker is left unsettled: the worker stops, its
+    channel closes, and the broker delivers it to another consumer (a requeue now could hand
+    it straight back to this one)."""
+    if decision.interrupt is not None:
+        return
     await run_hooks(processor.middleware, "before_ack", delivery.envelope, decision)
     try:
         if decision.requeue:

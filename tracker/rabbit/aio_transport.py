@@ -5,6 +5,7 @@ messages and the core's envelopes."""
 from __future__ import annotations
 
 import aio_pika
+import aiormq
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
     AbstractChannel,
@@ -42,9 +43,11 @@ async def confirming_channel(connection: AbstractConnection) -> AbstractChannel:
     return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
 
-async def publish(channel: AbstractChannel, message: OutgoingMessage) -> None:
+async def publish(
+    channel: AbstractChannel, message: OutgoingMessage, timeout: float | None = None
+) -> None:
     """Publish persistently; on a confirming channel, wait for the broker's confirm (and
-    raise on a returned, unroutable message)."""
+    raise on a returned, unroutable message), at most ``timeout`` seconds."""
     await channel.default_exchange.publish(
         Message(
             message.body,
@@ -57,6 +60,7 @@ async def publish(channel: AbstractChannel, message: OutgoingMessage) -> None:
         ),
         routing_key=message.routing_key,
         mandatory=True,
+        timeout=timeout,
     )
 
 
@@ -84,13 +88,20 @@ class AioSubscription:
 
 
 class AioPikaTransport:
-    """``prefetch``: deliveries in flight per consumed queue."""
+    """``prefetch``: deliveries in flight per consumed queue; ``publish_timeout``: how long a
+    publish waits for the broker's confirm."""
 
     def __init__(
-        self, url: str, *, prefetch: int = 10, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+        self,
+        url: str,
+        *,
+        prefetch: int = 10,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        publish_timeout: float = 30.0,
     ) -> None:
         self.url = url
         self.prefetch = prefetch
+        self.publish_timeout = publish_timeout
         self.delivery_limit = delivery_limit
         self.connection: AbstractRobustConnection | None = None
         self._confirmed: AbstractChannel | None = None
@@ -147,7 +158,17 @@ class AioPikaTransport:
 
     async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
         channel = self._require(self._confirmed if confirm else self._unconfirmed)
-        await publish(channel, message)
+        try:
+            await publish(channel, message, self.publish_timeout)
+        except aiormq.exceptions.PublishError as exc:  # returned: no queue took it
+            raise PublishError(
+                f"the broker could not route the message to {message.routing_key!r}",
+                maybe_published=False,
+            ) from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+            raise PublishError(
+                f"the broker did not confirm the message to {message.routing_key!r}: {exc!r}"
+            ) from exc
 
     @staticmethod
     def _require(channel: AbstractChannel | None) -> AbstractChannel:

@@ -1,19 +1,29 @@
-"""Bringing into the tracker the messages RabbitMQ dead-lettered without a tracker record
-(a delivery limit reached while MongoDB was down), so no failure stays invisible."""
+"""Bringing into the tracker the messages RabbitMQ dead-lettered itself (a delivery limit
+reached while MongoDB was down), so no failure stays invisible, and emptying ``Q.dlq``.
+
+The tracker records its own dead letters in MongoDB only; ``Q.dlq`` holds what the broker put
+there. Each message read is settled: recorded as a dead letter and removed, or, when its
+execution is already tracked (or was archived), just removed, so a copy can never bring back
+a dead letter an operator archived or purged. A message that breaks the contract is recorded
+as a rejected delivery (category ``validation``) like the consumer would record it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from tracker.clock import utcnow
 from tracker.constants import dlq_name
-from tracker.delivery.envelope import TaskMessage, read
+from tracker.delivery.envelope import TaskMessage
+from tracker.delivery.reading import read
+from tracker.delivery.rejection import Rejections
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
 from tracker.rabbit.aio_transport import to_envelope
 from tracker.store.executions import create_execution
+from tracker.validation import printable
 
 DELIVERY_LIMIT_TYPE = "DeliveryLimitExceeded"
 
@@ -22,6 +32,8 @@ DELIVERY_LIMIT_TYPE = "DeliveryLimitExceeded"
 class ImportReport:
     imported: int = 0
     already_tracked: int = 0
+    invalid: int = 0
+    reasons: list[str] = field(default_factory=list)
 
 
 def _death_reason(message: AbstractIncomingMessage) -> str:
@@ -29,55 +41,61 @@ def _death_reason(message: AbstractIncomingMessage) -> str:
     reason = headers.get("x-first-death-reason")
     if isinstance(reason, bytes):
         reason = reason.decode("utf-8", "replace")
-    return str(reason or "unknown")
+    return printable(str(reason or "unknown"), 100)
 
 
 async def import_untracked(
     channel: AbstractChannel, queue: str, *, dry_run: bool = False
 ) -> ImportReport:
-    """Read ``queue``'s ``.dlq`` once; record each message that has no tracker record as a
-    ``dlq`` execution (payload kept) and remove it from the queue. Messages that already have
-    a record (the tracker's own copies) are left where they are."""
+    """Read ``queue``'s ``.dlq`` once and settle every message in it as described above
+    (with ``dry_run``, only count and leave the queue as it was)."""
     report = ImportReport()
     source = await channel.declare_queue(dlq_name(queue), passive=True)
     underlay = await channel.get_underlay_channel()
     pending = int((await underlay.queue_declare(dlq_name(queue), passive=True)).message_count or 0)
+    rejections = Rejections(queue)
     held: list[AbstractIncomingMessage] = []
     try:
         for _ in range(pending):
             message = await source.get(no_ack=False, fail=False)
             if message is None:
                 break
+            held.append(message)
             envelope = to_envelope(queue, message)
             parsed = read(envelope)
-            if await TaskTracker.find_execution(parsed.execution_id) is not None:
+            if not isinstance(parsed, TaskMessage):
+                report.invalid += 1
+                report.reasons.append(printable(parsed.reason, 200))
+                if not dry_run:
+                    await rejections.reject(envelope, parsed)
+            elif await TaskTracker.find_one({"executionId": parsed.execution_id}) is not None:
                 report.already_tracked += 1
-                held.append(message)
-                continue
-            report.imported += 1
-            if dry_run:
-                held.append(message)
-                continue
-            reason = _death_reason(message)
-            await create_execution(
-                parsed.task_id,
-                queue,
-                parsed.payload if isinstance(parsed, TaskMessage) else None,
-                execution_id=parsed.execution_id,
-                status=TaskStatus.DLQ,
-                history_message=f"imported from {dlq_name(queue)}",
-                metadata={"importedFrom": dlq_name(queue), "deathReason": reason},
-                fields={
-                    "errorMessage": (
-                        f"dead-lettered by RabbitMQ ({reason}) before it could be tracked"
-                    ),
-                    "errorCategory": ErrorCategory.INFRASTRUCTURE.value,
-                    "errorType": DELIVERY_LIMIT_TYPE,
-                    "failedAt": utcnow(),
-                },
-            )
-            await message.ack()
+            else:
+                report.imported += 1
+                if not dry_run:
+                    await _record(queue, parsed, _death_reason(message))
+            if not dry_run:
+                held.pop()
+                await message.ack()
     finally:
         for message in held:
             await message.nack(requeue=True)
     return report
+
+
+async def _record(queue: str, message: TaskMessage, reason: str) -> None:
+    await create_execution(
+        message.task_id,
+        queue,
+        message.payload,
+        execution_id=message.execution_id,
+        status=TaskStatus.DLQ,
+        history_message=f"imported from {dlq_name(queue)}",
+        metadata={"importedFrom": dlq_name(queue), "deathReason": reason},
+        fields={
+            "errorMessage": f"dead-lettered by RabbitMQ ({reason}) before it could be tracked",
+            "errorCategory": ErrorCategory.INFRASTRUCTURE.value,
+            "errorType": DELIVERY_LIMIT_TYPE,
+            "failedAt": utcnow(),
+        },
+    )

@@ -6,9 +6,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from tracker import enqueue
 from tracker.constants import DEFAULT_AMQP_URL, MAX_PAYLOAD_BYTES
-from tracker.enqueue import EnqueueResult
+from tracker.enqueue import Enqueuer, EnqueueResult
 from tracker.errors import PublishError
 from tracker.middleware import Middleware
 from tracker.rabbit.aio_transport import AioPikaTransport
@@ -18,10 +17,11 @@ from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT
 class Publisher:
     """``async with Publisher(amqp_url) as pub: await pub.enqueue("reports", payload)``.
 
-    If the broker does not confirm a message, the execution written for it is removed again
-    (it is still queued, so nothing has run) and ``PublishError`` is raised: enqueueing again
-    is safe. A crash between the write and the publish leaves a queued execution with no
-    message; the sweeper republishes such executions (see docs/crash-points.md).
+    Each enqueue creates the task's execution in MongoDB (or finds its active one:
+    ``deduplicated``), then publishes its message and waits for the broker's confirm. What a
+    failed publish leaves behind is ``tracker.enqueue.Enqueuer``'s to say; a crash between
+    the write and the publish leaves a queued execution that the sweeper publishes (see
+    docs/crash-points.md).
     """
 
     def __init__(
@@ -39,7 +39,7 @@ class Publisher:
         self.delivery_limit = delivery_limit
         self.middleware = middleware
         self.max_payload_bytes = max_payload_bytes
-        self._declared: set[str] = set()
+        self._enqueuer = Enqueuer(self.transport, middleware, max_payload_bytes)
         self._opened = False
 
     async def __aenter__(self) -> Publisher:
@@ -76,23 +76,6 @@ class Publisher:
         publish it to ``queue``, unless the task already has an active execution."""
         if not self._opened:
             raise PublishError("the publisher is not open: use `async with Publisher(...)`")
-        result, message = await enqueue.prepare(
-            queue,
-            payload,
-            task_id,
-            metadata,
-            max_retries,
-            dedupe_window,
-            max_payload_bytes=self.max_payload_bytes,
-            middleware=self.middleware,
+        return await self._enqueuer.enqueue(
+            queue, payload, task_id, metadata, max_retries, dedupe_window
         )
-        if message is None:
-            return result
-        try:
-            if queue not in self._declared:
-                await self.transport.declare_work_queue(queue)
-                self._declared.add(queue)
-            await self.transport.publish(message)
-        except Exception as exc:
-            raise await enqueue.roll_back(queue, result, exc) from exc
-        return result

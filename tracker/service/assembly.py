@@ -22,7 +22,7 @@ from tracker.constants import timeouts_queue_name
 from tracker.consumer import TrackedConsumer
 from tracker.delivery.processor import Processor, ProcessorOptions
 from tracker.delivery.settle import handle
-from tracker.errors import ConfigurationError
+from tracker.errors import ConfigurationError, HandlerInterrupt
 from tracker.middleware import Middleware
 from tracker.observability import (
     MetricsMiddleware,
@@ -138,6 +138,9 @@ class Service:
         self._subscriptions: list[Subscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
+        # Set when a handler raised KeyboardInterrupt/SystemExit: the service stops.
+        self.interrupted: HandlerInterrupt | None = None
 
     async def start(self) -> None:
         await self.transport.open()
@@ -167,8 +170,12 @@ class Service:
         )
 
     async def run_forever(self) -> None:
-        """Wait until ``stop()`` is called (from a signal handler, say)."""
+        """Wait until ``stop()`` is called (from a signal handler, say). Raises
+        ``HandlerInterrupt`` when the service stopped because a handler raised
+        ``KeyboardInterrupt`` or ``SystemExit`` (its ``exit_code`` is for the process)."""
         await self._stopped.wait()
+        if self.interrupted is not None:
+            raise self.interrupted
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight handlers finish within ``shutdown_timeout``, cancel
@@ -219,7 +226,13 @@ class Service:
 
     def _on_work(self, processor: Processor) -> OnDelivery:
         async def on_delivery(delivery: Delivery) -> None:
-            await handle(processor, delivery, self.transport)
+            decision = await handle(processor, delivery, self.transport)
+            if decision.interrupt is not None and self.interrupted is None:
+                self.interrupted = decision.interrupt
+                log.error(
+                    "a handler interrupted the worker: stopping", error=str(decision.interrupt)
+                )
+                self._stopping = asyncio.create_task(self.stop())
 
         return self._spawning(on_delivery)
 

@@ -101,7 +101,7 @@ class Sweeper(Periodic):
                 continue
             for message in decision.publish:
                 await self.publish(message)
-            failed += 1
+            failed += decision.outcome != "stale"  # someone else failed it first
         return failed
 
     async def republish_orphans(self, queue: str, outcomes: Outcomes) -> int:
@@ -128,7 +128,7 @@ class Sweeper(Periodic):
                 {"$set": {"republishedAt": now, "updatedAt": now}},
             )
             if result.matched_count:
-                await self.publish(outcomes.message_for(execution, 0.0))
+                await self.publish(outcomes.retries.message_for(execution, 0.0))
                 republished += 1
         return republished
 

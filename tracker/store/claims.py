@@ -29,13 +29,27 @@ P, Q = TaskStatus.PROCESSING, TaskStatus.QUEUED
 @dataclass(frozen=True)
 class ClaimRequest:
     """Claim ``execution_id`` for ``worker`` with a ``lease`` (seconds). ``timeout`` and
-    ``default_max_retries`` are recorded with the claim (the latter only when unset)."""
+    ``default_max_retries`` are recorded with the claim (the latter only when unset).
+
+    ``task_id`` and ``queue`` fence the claim: it applies only to the execution of that task
+    in that queue. An execution id that exists under another task or queue is ``foreign``:
+    a delivery naming it is not that execution's."""
 
     execution_id: str
     worker: str
     lease: float
     timeout: float | None = None
     default_max_retries: int | None = None
+    task_id: str | None = None
+    queue: str | None = None
+
+    def filter(self) -> dict[str, Any]:
+        query: dict[str, Any] = {"executionId": self.execution_id}
+        if self.task_id is not None:
+            query["taskId"] = self.task_id
+        if self.queue is not None:
+            query["queueName"] = self.queue
+        return query
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class Claim:
 
     execution: TaskTracker | None
     token: str | None
+    foreign: bool = False
 
     @property
     def won(self) -> bool:
@@ -123,12 +138,23 @@ async def _claim_one(request: ClaimRequest) -> Claim:
         {"$project": {"_claimable": 0}},
     ]
     doc = await connection.collection().find_one_and_update(
-        {"executionId": request.execution_id}, pipeline, return_document=ReturnDocument.AFTER
+        request.filter(), pipeline, return_document=ReturnDocument.AFTER
     )
     if doc is None:
-        return Claim(execution=None, token=None)
+        return Claim(execution=None, token=None, foreign=await _exists_elsewhere(request))
     execution = TaskTracker.model_validate(doc)
     return Claim(execution=execution, token=token if execution.claim_token == token else None)
+
+
+async def _exists_elsewhere(request: ClaimRequest) -> bool:
+    """Whether the execution id exists outside the claim's fence (only asked when the fenced
+    claim found nothing: a first sighting, or a delivery naming another task's execution)."""
+    if request.task_id is None and request.queue is None:
+        return False
+    found = await connection.collection().find_one(
+        {"executionId": request.execution_id}, projection={"_id": 1}
+    )
+    return found is not None
 
 
 async def renew_lease(execution_id: str, claim_token: str, lease: float) -> bool:

@@ -170,7 +170,10 @@ class TrackedCallback:
     async def _on_delivery(self, delivery: Delivery) -> None:
         assert isinstance(delivery, PikaDelivery)
         _delivery.set(delivery)
-        await handle(self.processor, delivery, self.transport(delivery.channel))
+        decision = await handle(self.processor, delivery, self.transport(delivery.channel))
+        if decision.interrupt is not None:
+            # Raised in the connection's thread (see PikaTransport.deliver), to the application.
+            raise decision.interrupt
 
     async def _run_callback(self, task: TaskContext) -> Any:
         """The consumer's handler: the callback, for the delivery being handled, on a thread

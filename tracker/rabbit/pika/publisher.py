@@ -7,22 +7,21 @@ from types import TracebackType
 from typing import Any
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
 
-from tracker import enqueue
 from tracker.constants import DEFAULT_AMQP_URL, MAX_PAYLOAD_BYTES
-from tracker.enqueue import EnqueueResult
+from tracker.enqueue import Enqueuer, EnqueueResult
 from tracker.errors import PublishError
 from tracker.middleware import Middleware
 from tracker.rabbit.pika.bridge import StoreThread
-from tracker.rabbit.pika.transport import declare_specs, publish
-from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT, work_queue_specs
+from tracker.rabbit.pika.transport import PikaTransport
+from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT
 
 
 class SyncPublisher:
     """``with SyncPublisher(amqp_url, store=store) as pub: pub.enqueue("reports", payload)``:
-    the same deduplication, middleware hooks (metrics among them) and rollback as the asyncio
-    ``Publisher``."""
+    the asyncio ``Publisher``'s enqueue (deduplication, middleware hooks, metrics among them,
+    and what a failed publish leaves), run on the store's thread while this thread, which
+    owns the pika connection, carries out the publishes."""
 
     def __init__(
         self,
@@ -39,13 +38,14 @@ class SyncPublisher:
         self.middleware = middleware
         self.max_payload_bytes = max_payload_bytes
         self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-        self._declared: set[str] = set()
+        self._enqueuer: Enqueuer | None = None
+        self._transport: PikaTransport | None = None
 
     def __enter__(self) -> SyncPublisher:
         self._connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        self._channel = self._connection.channel()
-        self._channel.confirm_delivery()
+        channel = self._connection.channel()
+        self._transport = PikaTransport(channel, self.store, delivery_limit=self.delivery_limit)
+        self._enqueuer = Enqueuer(self._transport, self.middleware, self.max_payload_bytes)
         return self
 
     def __exit__(
@@ -56,7 +56,8 @@ class SyncPublisher:
     ) -> None:
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
-        self._connection = self._channel = None
+        self._connection = None
+        self._enqueuer = self._transport = None
 
     def enqueue(
         self,
@@ -68,27 +69,10 @@ class SyncPublisher:
         *,
         dedupe_window: float | timedelta | None = None,
     ) -> EnqueueResult:
-        if self._channel is None:
+        if self._enqueuer is None or self._transport is None or self._connection is None:
             raise PublishError("the publisher is not open: use `with SyncPublisher(...)`")
-        result, message = self.store.call(
-            enqueue.prepare(
-                queue,
-                payload,
-                task_id,
-                metadata,
-                max_retries,
-                dedupe_window,
-                max_payload_bytes=self.max_payload_bytes,
-                middleware=self.middleware,
-            )
+        done = self.store.submit(
+            self._enqueuer.enqueue(queue, payload, task_id, metadata, max_retries, dedupe_window)
         )
-        if message is None:
-            return result
-        try:
-            if queue not in self._declared:
-                declare_specs(self._channel, work_queue_specs(queue, self.delivery_limit))
-                self._declared.add(queue)
-            publish(self._channel, message)
-        except Exception as exc:
-            raise self.store.call(enqueue.roll_back(queue, result, exc)) from exc
-        return result
+        self._transport.bridge.serve_until(done, self._connection)
+        return done.result()

@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
-from tracker.errors import PublishError
+from tracker.errors import HandlerInterrupt, PublishError
 from tracker.rabbit.pika.bridge import OwnerBridge, StoreThread
 from tracker.rabbit.topology import (
     DEFAULT_DELIVERY_LIMIT,
@@ -62,6 +62,21 @@ def publish(channel: BlockingChannel, message: OutgoingMessage) -> None:
         ),
         mandatory=True,
     )
+
+
+def publish_or_raise(channel: BlockingChannel, message: OutgoingMessage) -> None:
+    """``publish``, its failures as ``PublishError`` (``maybe_published`` unless returned)."""
+    try:
+        publish(channel, message)
+    except UnroutableError as exc:
+        raise PublishError(
+            f"the broker could not route the message to {message.routing_key!r}",
+            maybe_published=False,
+        ) from exc
+    except (AMQPError, OSError) as exc:
+        raise PublishError(
+            f"the broker did not confirm the message to {message.routing_key!r}: {exc!r}"
+        ) from exc
 
 
 class PikaDelivery:
@@ -177,17 +192,18 @@ class PikaTransport:
         )
         done = self.store.submit(on_delivery(delivery))
         self.bridge.serve_until(done, channel.connection)
-        done.result()
+        try:
+            done.result()
+        except HandlerInterrupt as interrupt:
+            # The handler asked the process to stop: stop it, non-zero, from this thread.
+            raise SystemExit(interrupt.exit_code) from interrupt
 
     async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
         await self.bridge.run(lambda: self.publish_now(message, confirm=confirm))
 
     def publish_now(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
         """In the owner thread."""
-        try:
-            publish(self._publishing_channel(confirm), message)
-        except AMQPError as exc:
-            raise PublishError(f"the broker did not take the message: {exc!r}") from exc
+        publish_or_raise(self._publishing_channel(confirm), message)
 
     def _publishing_channel(self, confirm: bool) -> BlockingChannel:
         current = self._confirmed if confirm else self._unconfirmed
