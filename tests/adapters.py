@@ -39,9 +39,22 @@ class Driver(Protocol):
         self, queue: str, behaviour: Behaviour, middleware: tuple[Middleware, ...], **options: Any
     ) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stop consuming (``start`` may follow)."""
+
+    async def close(self) -> None:
+        """Stop and release everything."""
 
     async def enqueue(self, queue: str, payload: Any, **options: Any) -> EnqueueResult: ...
+
+    async def stopped_by_itself(self, timeout: float) -> int:
+        """Wait until the consumer stopped on its own (a handler interrupted it); the exit
+        code it asks the process for."""
+
+
+def sample(driver: Driver, name: str, **labels: str) -> float:
+    """A metric's value in the driver's registry (0 when never moved)."""
+    return driver.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 class AioDriver:
@@ -80,6 +93,18 @@ class AioDriver:
         if self.worker is not None:
             await self.worker.stop()
 
+    async def close(self) -> None:
+        await self.stop()
+
+    async def stopped_by_itself(self, timeout: float) -> int:
+        assert self.worker is not None
+        try:
+            async with asyncio.timeout(timeout):
+                await self.worker.run_forever()
+        except tracker.HandlerInterrupt as interrupt:
+            return interrupt.exit_code
+        raise AssertionError("the worker stopped without an interrupt")
+
     async def enqueue(self, queue: str, payload: Any, **options: Any) -> EnqueueResult:
         middleware = (MetricsMiddleware(self.metrics), *self.middleware)
         async with tracker.Publisher(self.url, middleware=middleware) as pub:
@@ -102,6 +127,7 @@ class PikaDriver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reconnects = 0
+        self.exit_code: int | None = None
 
     async def start(
         self, queue: str, behaviour: Behaviour, middleware: tuple[Middleware, ...], **options: Any
@@ -121,6 +147,8 @@ class PikaDriver:
             queue, store=self.store, middleware=middleware, metrics=self.metrics, **options
         )(on_message)
         ready = threading.Event()
+        self._stop.clear()
+        self.exit_code = None
         self._thread = threading.Thread(
             target=self._consume, args=(callback, ready), name="pika-consumer", daemon=True
         )
@@ -146,12 +174,27 @@ class PikaDriver:
             except (pika.exceptions.AMQPError, OSError):
                 self.reconnects += 1
                 time.sleep(0.2)
+            except SystemExit as exit:
+                # A handler interrupted the consumer: an application stops, and so do we.
+                self.exit_code = exit.code if isinstance(exit.code, int) else 1
+                self._stop.set()
+                if connection.is_open:
+                    connection.close()
 
     async def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 15)
+
+    async def close(self) -> None:
+        await self.stop()
         self.store.stop()
+
+    async def stopped_by_itself(self, timeout: float) -> int:
+        assert self._thread is not None
+        await asyncio.to_thread(self._thread.join, timeout)
+        assert self.exit_code is not None, "the pika consumer did not stop"
+        return self.exit_code
 
     async def enqueue(self, queue: str, payload: Any, **options: Any) -> EnqueueResult:
         middleware = (MetricsMiddleware(self.metrics), *self.middleware)

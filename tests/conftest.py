@@ -65,5 +65,23 @@ async def broker(amqp_url: str) -> AsyncIterator[Broker]:
         yield helper
 
 
+@pytest.fixture(params=["aio-pika", "pika"])
+async def driver(request: pytest.FixtureRequest, broker: Broker) -> AsyncIterator[Driver]:
+    """Each RabbitMQ adapter in turn, behind one interface (tests/adapters.py)."""
+    from tests.adapters import AioDriver, PikaDriver
+
+    if request.param == "pika" and not in_memory():
+        pytest.skip("the pika driver shares the test's in-memory store across threads")
+    url = broker.url
+    if "heartbeat" in request.node.name:
+        url += "?heartbeat=1"
+    chosen: Driver = AioDriver(url) if request.param == "aio-pika" else PikaDriver(url)
+    try:
+        yield chosen
+    finally:
+        await chosen.close()
+
+
 if TYPE_CHECKING:
+    from tests.adapters import Driver
     from tests.rabbit import Broker

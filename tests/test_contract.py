@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 import tracker
-from tests.adapters import AioDriver, Driver, PikaDriver
-from tests.conftest import in_memory
+from tests.adapters import Driver, sample
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import ErrorCategory, TaskStatus, TaskTracker
 from tracker.clock import utcnow
@@ -31,24 +29,6 @@ from tracker.testing import RecordingMiddleware, store_outage
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
 
 COMPLETED_HOOKS = ["before_process", "after_claim", "after_handler", "after_outcome", "before_ack"]
-
-
-@pytest.fixture(params=["aio-pika", "pika"])
-async def driver(request: pytest.FixtureRequest, broker: Broker) -> AsyncIterator[Driver]:
-    if request.param == "pika" and not in_memory():
-        pytest.skip("the pika driver shares the test's in-memory store across threads")
-    url = broker.url
-    if "heartbeat" in request.node.name:
-        url += "?heartbeat=1"
-    chosen: Driver = AioDriver(url) if request.param == "aio-pika" else PikaDriver(url)
-    try:
-        yield chosen
-    finally:
-        await chosen.stop()
-
-
-def sample(driver: Driver, name: str, **labels: str) -> float:
-    return driver.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_a_task_runs_once_with_the_hooks_in_order_and_counted(

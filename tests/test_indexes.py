@@ -41,6 +41,14 @@ EXPECTED = {
         ("processingStartedAt", 1),
     ],
     "expiresAt_1": [("expiresAt", 1)],
+    "queueName_1_status_1_publishUnconfirmedAt_1": [
+        ("queueName", 1),
+        ("status", 1),
+        ("publishUnconfirmedAt", 1),
+    ],
+    "status_1_timeoutAt_1": [("status", 1), ("timeoutAt", 1)],
+    "queueName_1_status_1_timeoutAt_1": [("queueName", 1), ("status", 1), ("timeoutAt", 1)],
+    "groupId_1_status_1_failedAt_-1": [("groupId", 1), ("status", 1), ("failedAt", -1)],
 }
 UNIQUE_FIELDS = {"executionId", "activeKey", "_id"}
 RANGE_OPERATORS = {"$lt", "$lte", "$gt", "$gte"}

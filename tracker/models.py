@@ -67,6 +67,14 @@ INDEXES: list[IndexModel] = [
     _index(("queueName", ASCENDING), ("status", ASCENDING), ("processingStartedAt", ASCENDING)),
     # retention: MongoDB deletes a document once expiresAt has passed
     _index(("expiresAt", ASCENDING), expireAfterSeconds=0),
+    # the sweeper: queued executions whose publish the broker did not confirm
+    _index(("queueName", ASCENDING), ("status", ASCENDING), ("publishUnconfirmedAt", ASCENDING)),
+    # stuck = past the attempt's own timeout: across queues (`tracker stuck`) and per queue
+    # (the stuck gauge and alert)
+    _index(("status", ASCENDING), ("timeoutAt", ASCENDING)),
+    _index(("queueName", ASCENDING), ("status", ASCENDING), ("timeoutAt", ASCENDING)),
+    # a failure group's dead letters, newest first
+    _index(("groupId", ASCENDING), ("status", ASCENDING), ("failedAt", DESCENDING)),
 ]
 
 

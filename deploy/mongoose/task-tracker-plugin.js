@@ -79,7 +79,11 @@ function indexSpecs({ sharded = false } = {}) {
       ? named({ taskId: 1, activeKey: 1 }, { unique: true, partialFilterExpression: partial() })
       : named({ activeKey: 1 }, { unique: true, partialFilterExpression: partial() }),
     named({ queueName: 1, status: 1, processingStartedAt: 1 }),
-    named({ expiresAt: 1 }, { expireAfterSeconds: 0 })
+    named({ expiresAt: 1 }, { expireAfterSeconds: 0 }),
+    named({ queueName: 1, status: 1, publishUnconfirmedAt: 1 }),
+    named({ status: 1, timeoutAt: 1 }),
+    named({ queueName: 1, status: 1, timeoutAt: 1 }),
+    named({ groupId: 1, status: 1, failedAt: -1 })
   ];
 }
 
@@ -135,6 +139,7 @@ function taskTrackerPlugin(schema, options = {}) {
     expiresAt: { type: Date },
     republishedAt: { type: Date },
     publishUnconfirmedAt: { type: Date },
+    claimedTaskId: { type: String },
     claimedExecutionId: { type: String },
     rawBody: { type: Buffer },
     groupId: { type: String }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from beanie import SortDirection
@@ -51,7 +51,8 @@ class Sweeper(Periodic):
     ``stuck_grace``: how long past its timeout an execution may stay processing before the
     sweeper fails it (the deadline listener normally does it at the timeout);
     ``republish_after``: how long a queued execution may wait before it is presumed to have
-    no message and is published again (a second copy is harmless: it is a duplicate).
+    no message and is published again (a second copy is harmless: it is a duplicate);
+    ``unconfirmed_after``: the same for one whose publish the broker did not confirm.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Sweeper(Periodic):
         interval: float = 60.0,
         stuck_grace: float = 30.0,
         republish_after: float = 600.0,
+        unconfirmed_after: float = 30.0,
         archived_by: str | None = None,
     ) -> None:
         super().__init__(interval)
@@ -69,6 +71,7 @@ class Sweeper(Periodic):
         self.publish = publish
         self.stuck_grace = stuck_grace
         self.republish_after = republish_after
+        self.unconfirmed_after = unconfirmed_after
         self.archived_by = archived_by or f"tracker-sweeper@{socket.gethostname()}"
 
     name = "tracker-sweeper"
@@ -105,32 +108,48 @@ class Sweeper(Periodic):
         return failed
 
     async def republish_orphans(self, queue: str, outcomes: Outcomes) -> int:
+        """Publish again the queued executions presumed to have no message: those waiting
+        longer than ``republish_after``, and those whose publish was not confirmed for
+        longer than ``unconfirmed_after`` (a second copy is harmless: a duplicate)."""
         now = utcnow()
-        cutoff = now - timedelta(seconds=self.republish_after)
-        waiting = (
-            await TaskTracker.find(
-                {
-                    "queueName": queue,
-                    "status": TaskStatus.QUEUED.value,
-                    "enqueuedAt": {"$lt": cutoff},
-                }
-            )
-            .sort([("enqueuedAt", SortDirection.ASCENDING)])
-            .limit(BATCH)
-            .to_list()
-        )
         republished = 0
-        for execution in waiting:
-            if execution.republished_at is not None and execution.republished_at > cutoff:
-                continue
-            result = await connection.collection().update_one(
-                {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value},
-                {"$set": {"republishedAt": now, "updatedAt": now}},
+        for condition, after in (
+            ("enqueuedAt", self.republish_after),
+            ("publishUnconfirmedAt", self.unconfirmed_after),
+        ):
+            cutoff = now - timedelta(seconds=after)
+            waiting = (
+                await TaskTracker.find(
+                    {
+                        "queueName": queue,
+                        "status": TaskStatus.QUEUED.value,
+                        condition: {"$lt": cutoff},
+                    }
+                )
+                .sort([(condition, SortDirection.ASCENDING)])
+                .limit(BATCH)
+                .to_list()
             )
-            if result.matched_count:
-                await self.publish(outcomes.retries.message_for(execution, 0.0))
-                republished += 1
+            for execution in waiting:
+                if execution.republished_at is not None and execution.republished_at > cutoff:
+                    continue
+                republished += await self._republish(execution, outcomes, now)
         return republished
+
+    async def _republish(self, execution: TaskTracker, outcomes: Outcomes, now: datetime) -> int:
+        result = await connection.collection().update_one(
+            {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value},
+            {"$set": {"republishedAt": now, "updatedAt": now}},
+        )
+        if not result.matched_count:
+            return 0
+        await self.publish(outcomes.retries.message_for(execution, 0.0))
+        if execution.publish_unconfirmed_at is not None:
+            await connection.collection().update_one(
+                {"executionId": execution.execution_id},
+                {"$unset": {"publishUnconfirmedAt": ""}},
+            )
+        return 1
 
     async def auto_archive(self, queue: str, outcomes: Outcomes) -> int:
         after = outcomes.rules.dlq_auto_archive_after

@@ -165,7 +165,7 @@ if (process.env.NODE_TEST_CONTEXT) {
     for (const version of VERSIONS) {
       assert.equal(output.node[version].patched_queued.activeKey, output.node[version].patched_queued.taskId);
       assert.ok(output.node[version].patched_processing.leaseExpiresAt);
-      assert.equal(output.indexes[version].default.length, 11);
+      assert.equal(output.indexes[version].default.length, 15);
       assert.equal(output.indexes[version].collection, 'task_trackers');
     }
     assert.match(output.node.mongoose9.unpatched_queued.error, /next is not a function/);

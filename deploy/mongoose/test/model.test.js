@@ -17,7 +17,11 @@ const DEFAULT_INDEXES = [
   ['executionId_1', { executionId: 1 }, { unique: true }],
   ['activeKey_1', { activeKey: 1 }, { unique: true, partialFilterExpression: PARTIAL }],
   ['queueName_1_status_1_processingStartedAt_1', { queueName: 1, status: 1, processingStartedAt: 1 }, {}],
-  ['expiresAt_1', { expiresAt: 1 }, { expireAfterSeconds: 0 }]
+  ['expiresAt_1', { expiresAt: 1 }, { expireAfterSeconds: 0 }],
+  ['queueName_1_status_1_publishUnconfirmedAt_1', { queueName: 1, status: 1, publishUnconfirmedAt: 1 }, {}],
+  ['status_1_timeoutAt_1', { status: 1, timeoutAt: 1 }, {}],
+  ['queueName_1_status_1_timeoutAt_1', { queueName: 1, status: 1, timeoutAt: 1 }, {}],
+  ['groupId_1_status_1_failedAt_-1', { groupId: 1, status: 1, failedAt: -1 }, {}]
 ];
 const SHARDED_INDEXES = DEFAULT_INDEXES.map(([name, key, options]) => {
   if (name === 'executionId_1') return [name, key, {}];

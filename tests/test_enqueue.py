@@ -1,0 +1,186 @@
+"""Enqueueing under publishes that fail: never delete a record whose message the broker may
+hold, and never let a caller's value become a query operator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import tracker
+from tests.rabbit import FAST, Broker, wait_status
+from tracker import TaskContext, TaskStatus, TaskTracker
+from tracker.delivery.envelope import OutgoingMessage
+from tracker.enqueue import Enqueuer
+from tracker.errors import PublishError
+from tracker.rabbit.aio_transport import AioPikaTransport
+from tracker.service.sweeper import Sweeper
+from tracker.testing import RecordingMiddleware
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
+
+
+class LostConfirm(AioPikaTransport):
+    """Publishes, then loses the broker's confirm (``maybe_published``), or has the message
+    returned unroutable (not published), for the first ``times`` publishes."""
+
+    def __init__(self, url: str, *, returned: bool = False, times: int = 1) -> None:
+        super().__init__(url)
+        self.returned = returned
+        self.times = times
+
+    async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+        if self.times <= 0:
+            return await super().publish(message, confirm=confirm)
+        self.times -= 1
+        if self.returned:
+            raise PublishError("returned", maybe_published=False)
+        await super().publish(message, confirm=confirm)
+        raise PublishError("the connection closed before the confirm arrived")
+
+
+async def test_a_lost_confirm_keeps_the_execution_and_it_runs_once(broker: Broker) -> None:
+    # Given: a publish whose confirm is lost although the broker has the message
+    queue = await broker.new_queue()
+    runs: list[str] = []
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None:
+        runs.append(task.execution_id)
+
+    transport = LostConfirm(broker.url)
+    await transport.open()
+    try:
+        enqueuer = Enqueuer(transport)
+        # When
+        with pytest.raises(PublishError, match="is kept") as raised:
+            await enqueuer.enqueue(queue, {"n": 1}, task_id=f"{queue}:lost")
+        # Then: the error names the execution, which is kept, marked unconfirmed
+        assert raised.value.task_id == f"{queue}:lost"
+        assert raised.value.maybe_published
+        kept = await TaskTracker.find_execution(raised.value.execution_id or "")
+        assert kept is not None
+        assert kept.status is TaskStatus.QUEUED
+        assert kept.publish_unconfirmed_at is not None
+        # and enqueueing again sends it again (no new execution), then clears the mark
+        again = await enqueuer.enqueue(queue, {"n": 1}, task_id=f"{queue}:lost")
+        assert again.deduplicated
+        assert again.execution_id == kept.execution_id
+        resent = await TaskTracker.find_execution(kept.execution_id)
+        assert resent is not None
+        assert resent.publish_unconfirmed_at is None
+    finally:
+        await transport.close()
+    recorder = RecordingMiddleware()
+    async with tracker.Worker([handle], broker.url, middleware=[recorder]):
+        await recorder.wait_for(completed=1, duplicate=1)
+    # the two copies ran the handler once
+    assert runs == [kept.execution_id]
+
+
+async def test_a_returned_message_rolls_the_execution_back(broker: Broker) -> None:
+    queue = await broker.new_queue()
+    transport = LostConfirm(broker.url, returned=True)
+    await transport.open()
+    try:
+        with pytest.raises(PublishError, match="rolled back") as raised:
+            await Enqueuer(transport).enqueue(queue, {}, task_id=f"{queue}:returned")
+    finally:
+        await transport.close()
+    assert not raised.value.maybe_published
+    assert await TaskTracker.find({"taskId": f"{queue}:returned"}).to_list() == []
+
+
+async def test_the_sweeper_publishes_an_unconfirmed_execution_again(broker: Broker) -> None:
+    # Given: an execution whose publish was not confirmed, and whose message was lost
+    queue = await broker.new_queue()
+    transport = LostConfirm(broker.url)
+    await transport.open()
+    try:
+        with pytest.raises(PublishError) as raised:
+            await Enqueuer(transport).enqueue(queue, {"n": 2}, task_id=f"{queue}:swept")
+        await broker.wait_depth(queue, 1)
+        await (await broker.channel.get_queue(queue)).purge()  # the message is gone after all
+        published: list[OutgoingMessage] = []
+
+        async def publish(message: OutgoingMessage) -> None:
+            published.append(message)
+
+        @tracker.tracked(queue)
+        async def handle(task: TaskContext) -> None: ...
+
+        from tracker.delivery.outcomes import Outcomes
+
+        sweeper = Sweeper({queue: Outcomes(handle, "w")}, publish, unconfirmed_after=0)
+        # When
+        report = await sweeper.sweep()
+    finally:
+        await transport.close()
+    # Then
+    assert report.republished == 1
+    assert [m.message_id for m in published] == [raised.value.execution_id]
+    swept = await TaskTracker.find_execution(raised.value.execution_id or "")
+    assert swept is not None
+    assert swept.publish_unconfirmed_at is None
+
+
+HOSTILE_IDS: list[Any] = [{"$ne": None}, ["a"], 42, "", "x" * 600, "a\x00b", "\ud800"]
+
+
+@pytest.mark.parametrize("task_id", HOSTILE_IDS, ids=repr)
+async def test_a_task_id_that_is_not_an_id_is_refused_before_anything_is_written(
+    broker: Broker, task_id: Any
+) -> None:
+    # Given: another task's completed execution a {"$ne": None} filter would match
+    queue = await broker.new_queue()
+    async with tracker.Publisher(broker.url) as pub:
+        await pub.enqueue(queue, {}, task_id=f"{queue}:victim")
+        # When / Then
+        with pytest.raises((TypeError, ValueError)):
+            await pub.enqueue(queue, {}, task_id=task_id, dedupe_window=3600)
+    assert len(await TaskTracker.find({"queueName": queue}).to_list()) == 1
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"$where": "1"}, {"a.b": 1}, {"nested": {"$gt": 1}}, {1: "x"}, "not a mapping"],
+    ids=repr,
+)
+async def test_metadata_that_could_read_as_operators_is_refused(
+    broker: Broker, metadata: Any
+) -> None:
+    queue = await broker.new_queue()
+    async with tracker.Publisher(broker.url) as pub:
+        with pytest.raises((TypeError, ValueError)):
+            await pub.enqueue(queue, {}, task_id=f"{queue}:m", metadata=metadata)
+    assert await TaskTracker.find({"queueName": queue}).to_list() == []
+
+
+async def test_a_retry_publish_that_fails_is_not_lost(broker: Broker) -> None:
+    """The worker keeps the delivery when a follow-up cannot be published: the redelivery
+    publishes the recorded retry (one retry, whatever the number of attempts)."""
+    queue = await broker.new_queue()
+    attempts: list[int] = []
+
+    @tracker.tracked(queue, retry_policy=FAST, max_retries=1)
+    async def flaky(task: TaskContext) -> None:
+        attempts.append(task.retry_count)
+        if task.retry_count == 0:
+            raise tracker.TransientError("once")
+
+    worker = tracker.Worker([flaky], broker.url, requeue_delay=0.1)
+    real = worker.transport.publish
+    failures = {"left": 1}
+
+    async def publish(message: OutgoingMessage, *, confirm: bool = True) -> None:
+        if confirm and ".retry." in message.routing_key and failures["left"]:
+            failures["left"] -= 1
+            raise PublishError("the broker went away")
+        await real(message, confirm=confirm)
+
+    worker.transport.publish = publish  # type: ignore[method-assign]
+    async with worker, tracker.Publisher(broker.url) as pub:
+        await pub.enqueue(queue, {}, task_id=f"{queue}:r")
+        chain = await wait_status(f"{queue}:r", "completed")
+    assert [d.status for d in chain] == [TaskStatus.FAILED, TaskStatus.COMPLETED]
+    assert attempts == [0, 1]
