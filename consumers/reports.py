@@ -1,4 +1,4 @@
-"""The report generator of seeds 000 and 001, as a tracked consumer.
+"""The report generator of the report service, as a tracked consumer.
 
 A client submits search parameters and a format and gets the report id (the taskId) back at
 once; identical requests within ``DEDUPE_WINDOW`` seconds share one report (the id is a hash

@@ -1,4 +1,4 @@
-"""The product's main job, end to end in one process: the report service of seeds 000/001
+"""The product's main job, end to end in one process: the report service of the report service
 behind the tracker, on the local RabbitMQ and the in-memory MongoDB.
 
 Submits a stream of report requests (with duplicates, a malformed message, one that fails

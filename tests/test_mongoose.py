@@ -259,7 +259,7 @@ async def test_can_retry_and_is_stuck_agree_with_python(
         model = TaskTracker.model_validate(document)
         for version in VERSIONS:
             result = _by_execution(output["python"][version])[document["executionId"]]
-            # Then seed 003's methods answer as Python's do
+            # Then the Mongoose schema's methods answer as Python's do
             assert result["canRetry"] is model.can_retry(), (version, document)
             assert result["isStuckDefault"] is model.is_stuck(), (version, document)
             for ms in STUCK_TIMEOUTS_MS:

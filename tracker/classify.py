@@ -1,4 +1,4 @@
-"""Turning an exception into one of seed 003's error categories."""
+"""Turning an exception into one of the Mongoose schema's error categories."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ MAX_RESULT_BYTES: Final = 64 * 1024
 MAX_ERROR_STACK_CHARS: Final = 8 * 1024
 MAX_ERROR_MESSAGE_CHARS: Final = 2 * 1024
 
-DEFAULT_MAX_RETRIES: Final = 5  # seed 003's schema default; consumers usually set their own
+DEFAULT_MAX_RETRIES: Final = 5  # the Mongoose schema's default; consumers usually set their own
 DEFAULT_CONSUMER_MAX_RETRIES: Final = 3
 DEFAULT_TIMEOUT_SECONDS: Final = 300.0
 DEFAULT_RETENTION_SECONDS: Final = 7 * 86400.0  # completed executions

@@ -135,9 +135,9 @@ def tracked(
     ``timeout_message`` (category ``infrastructure``); exceptions in ``retry_on`` are always
     retried; ``classify`` names the category of other exceptions (return None for defaults).
 
-    Retention, per queue as seed 004's task types have it: completed executions are deleted
-    ``retention`` after completion, failed attempts and archived dead letters
-    ``archived_retention`` after; dead letters never expire, they are archived
+    Retention, per queue as the ATP process tracker's task types have it: completed
+    executions are deleted ``retention`` after completion, failed attempts and archived dead
+    letters ``archived_retention`` after; dead letters never expire, they are archived
     ``dlq_auto_archive_after`` their enqueue by the sweeper. None keeps forever.
     """
     validate_queue_name(queue)

@@ -1,5 +1,6 @@
-"""The ``TaskTracker`` document (collection ``task_trackers``), its enums and seed 003's
-queries. Stored field names are seed 003's camelCase; Python attributes are snake_case."""
+"""The ``TaskTracker`` document (collection ``task_trackers``), its indexes and the Mongoose
+schema's queries. Stored field names are the Mongoose schema's camelCase; Python attributes
+are snake_case."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tracker.lifecycle import ErrorCategory, TaskStatus
 
 
 class HistoryEntry(BaseModel):
-    """One status change, as seed 004's status Log keeps them."""
+    """One status change, as the ATP process tracker's status Log keeps them."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -40,19 +41,19 @@ def _index(*keys: tuple[str, int], **options: Any) -> IndexModel:
 # Each index and the query it serves; tests/test_indexes.py checks that every query the store
 # issues is served by one of them.
 INDEXES: list[IndexModel] = [
-    # seed 003: the primary unique constraint
+    # the Mongoose schema: the primary unique constraint
     _index(("taskId", ASCENDING), ("executionId", ASCENDING), unique=True),
-    # seed 003: deduplication (latest execution of a task in a status)
+    # the Mongoose schema: deduplication (latest execution of a task in a status)
     _index(("taskId", ASCENDING), ("status", ASCENDING), ("enqueuedAt", DESCENDING)),
-    # seed 003: queue operations and get_queue_stats
+    # the Mongoose schema: queue operations and get_queue_stats
     _index(("queueName", ASCENDING), ("status", ASCENDING), ("enqueuedAt", DESCENDING)),
-    # seed 003: stuck detection across queues (the sweeper)
+    # the Mongoose schema: stuck detection across queues (the sweeper)
     _index(("status", ASCENDING), ("processingStartedAt", ASCENDING)),
-    # seed 003: error analysis
+    # the Mongoose schema: error analysis
     _index(("errorCategory", ASCENDING), ("failedAt", DESCENDING)),
-    # seed 003: retry chain
+    # the Mongoose schema: retry chain
     _index(("taskId", ASCENDING), ("createdAt", ASCENDING)),
-    # seed 003: monitoring by status
+    # the Mongoose schema: monitoring by status
     _index(("status", ASCENDING), ("updatedAt", DESCENDING)),
     # idempotency: every lookup by executionId
     _index(("executionId", ASCENDING), unique=True),
@@ -113,7 +114,7 @@ class TaskTracker(Document):
     created_at: datetime = Field(default_factory=utcnow, alias="createdAt")
     updated_at: datetime = Field(default_factory=utcnow, alias="updatedAt")
 
-    # Beyond seed 003 (see docs/design.md for why each exists).
+    # Beyond the Mongoose schema (see docs/design.md for why each exists).
     history: list[HistoryEntry] = Field(default_factory=list)
     payload: Any = None
     result: Any = None
@@ -162,18 +163,18 @@ class TaskTracker(Document):
 
     @before_event(Insert, Replace, Save, SaveChanges)
     def _touch(self) -> None:
-        """Seed 003's pre-save hook; the tracker's own atomic updates set updatedAt too."""
+        """The Mongoose schema's pre-save hook; the tracker's atomic updates set updatedAt too."""
         self.updated_at = utcnow()
 
     def effective_max_retries(self) -> int:
         return DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries
 
     def can_retry(self) -> bool:
-        """Seed 003's ``canRetry``: another attempt is allowed after this one."""
+        """The Mongoose schema's ``canRetry``: another attempt is allowed after this one."""
         return self.retry_count < self.effective_max_retries()
 
     def is_stuck(self, timeout: float | timedelta = 30 * 60) -> bool:
-        """Seed 003's ``isStuck``: processing for longer than ``timeout`` (default 30 min)."""
+        """The schema's ``isStuck``: processing for longer than ``timeout`` (default 30 min)."""
         if self.status is not TaskStatus.PROCESSING or self.processing_started_at is None:
             return False
         return (utcnow() - self.processing_started_at).total_seconds() > seconds(timeout)
@@ -187,7 +188,7 @@ class TaskTracker(Document):
 
     @classmethod
     async def find_retry_chain(cls, task_id: str) -> list[TaskTracker]:
-        """Every execution of ``task_id``, oldest first (seed 003's ``findRetryChain``)."""
+        """Every execution of ``task_id``, oldest first (the schema's ``findRetryChain``)."""
         chain = (
             await cls.find({"taskId": task_id})
             .sort([("createdAt", SortDirection.ASCENDING)])
@@ -212,7 +213,7 @@ class TaskTracker(Document):
 
     @classmethod
     async def get_queue_stats(cls, queue_name: str) -> dict[str, int]:
-        """Executions of ``queue_name`` per status, every status present (seed 003)."""
+        """Executions of ``queue_name`` per status, every status present (the Mongoose schema)."""
         stats = {status.value: 0 for status in TaskStatus}
         rows = (
             await cls.find({"queueName": queue_name})

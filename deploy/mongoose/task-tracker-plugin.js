@@ -1,6 +1,6 @@
 'use strict';
 /**
- * taskTrackerPlugin - makes a Mongoose model of `task_trackers` (seed 003's TaskTracker) write
+ * taskTrackerPlugin - makes a Mongoose model of `task_trackers` (the Mongoose schema's TaskTracker) write
  * documents the Python tracker can rely on. Works with Mongoose 8 and 9: no middleware here
  * takes a `next` parameter (Mongoose 9 no longer passes one), and the plugin never requires
  * `mongoose` itself (it takes the Schema class from the schema it is applied to), so it runs
@@ -113,7 +113,7 @@ function taskTrackerPlugin(schema, options = {}) {
   const Schema = schema.constructor;
   const { Mixed } = Schema.Types;
 
-  // === Fields the Python side stores beyond seed 003 ===
+  // === Fields the Python side stores Beyond the Mongoose schema ===
   const historyEntry = new Schema(
     {
       status: { type: String, enum: STATUSES, required: true },
@@ -148,7 +148,7 @@ function taskTrackerPlugin(schema, options = {}) {
   schema.set('skipVersioning', { ...(schema.get('skipVersioning') || {}), history: true });
 
   // === Indexes: exactly the shared set, named as MongoDB names them ===
-  // Field-level `index: true`/`unique: true` (seed 003 has nine) are removed: the collection's
+  // Field-level `index: true`/`unique: true` (the Mongoose schema has nine) are removed: the collection's
   // index set is the one both sides declare (Python: tracker/models.py INDEXES).
   schema.eachPath((path, type) => {
     if (type._index != null && type._index !== false) type.index(false);

@@ -7,7 +7,7 @@ const taskTrackerPlugin = require('./task-tracker-plugin');
 /**
  * TaskTracker - Universal task execution tracking across all queue types
  *
- * Seed 003's model, made safe for Mongoose 9 and shared with the Python tracker:
+ * The Mongoose schema's model, made safe for Mongoose 9 and shared with the Python tracker:
  * - pre('save') takes no `next` (Mongoose 9 passes none: the seed's `next()` throws there);
  * - taskTrackerPlugin adds the fields the Python side stores, keeps `activeKey` and the lease
  *   in step with `status`, and declares the collection's indexes (see README.md).
@@ -47,7 +47,7 @@ const PLUGIN_OPTIONS = Object.freeze({
   sharded: process.env.TASK_TRACKER_SHARDED === 'true'
 });
 
-/** Seed 003's schema, with the plugin applied last. `SchemaClass` is the Schema of the
+/** The Mongoose schema's schema, with the plugin applied last. `SchemaClass` is the Schema of the
  * Mongoose in use (tests build it with Mongoose 8 and 9). */
 function createTaskTrackerSchema(SchemaClass = Schema, pluginOptions = PLUGIN_OPTIONS) {
   const taskTrackerSchema = new SchemaClass({
@@ -184,7 +184,7 @@ function createTaskTrackerSchema(SchemaClass = Schema, pluginOptions = PLUGIN_OP
   });
 
   // === INDEXES ===
-  // Seed 003's field-level `index: true` declarations are gone: the collection's indexes are
+  // The Mongoose schema's field-level `index: true` declarations are gone: the collection's indexes are
   // exactly the set both services declare, which the plugin adds with MongoDB's default names:
   //   taskId_1_executionId_1 (unique)        primary constraint (prevents duplicate processing)
   //   taskId_1_status_1_enqueuedAt_-1        deduplication: recent executions of a task

@@ -128,8 +128,8 @@ async def wait_until_complete(
     task_id: str, timeout: float | timedelta = 60.0, poll_interval: float = 0.2
 ) -> TaskTracker:
     """Wait until ``task_id``'s latest execution is final (completed, dlq or archived) and
-    return it, as seed 002's ``wait_until_complete`` does. A ``failed`` execution is not
-    final: a retry follows it. Raises ``WaitTimeoutError`` after ``timeout``."""
+    return it, as the query state machine's ``wait_until_complete`` does. A ``failed``
+    execution is not final: a retry follows it. Raises ``WaitTimeoutError`` after ``timeout``."""
     deadline = asyncio.get_running_loop().time() + seconds(timeout)
     while True:
         latest = await find_latest_execution(task_id)
@@ -151,8 +151,8 @@ async def archive(
     retention: float | timedelta | None = None,
     fields: dict[str, Any] | None = None,
 ) -> tuple[TaskStatus, bool]:
-    """Archive a dead letter (dlq -> archived) with seed 003's reason and author; it is then
-    deleted ``retention`` later by the TTL index (kept forever when None)."""
+    """Archive a dead letter (dlq -> archived) with the Mongoose schema's reason and author;
+    it is then deleted ``retention`` later by the TTL index (kept forever when None)."""
     fields = {**(fields or {}), "archivedReason": reason, "archivedBy": archived_by}
     if retention is not None:
         fields["expiresAt"] = utcnow() + timedelta(seconds=seconds(retention))

@@ -10,7 +10,7 @@
  *           errors, canRetry(), isStuck() (default and each timeout), the keys toObject()
  *           keeps, and the exact updateOne() a save() after an edit sends (filter and update);
  *   node:   documents the Node service inserts (insertOne's argument): with the plugin
- *           (task_tracker.js) on both versions, and without it (seed 003 as it is) on
+ *           (task_tracker.js) on both versions, and without it (the Mongoose schema as it is) on
  *           Mongoose 8 — on Mongoose 9 the seed's save() fails, which is reported instead;
  *   indexes: the index specs each variant declares, on both versions.
  */

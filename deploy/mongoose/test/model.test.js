@@ -1,5 +1,5 @@
 'use strict';
-// Index declarations (both variants), seed 003's statics, and seed 003's pre('save') bug on
+// Index declarations (both variants), the Mongoose schema's statics, and the Mongoose schema's pre('save') bug on
 // Mongoose 9, on Mongoose 8 and 9.
 const { describe, test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -71,7 +71,7 @@ for (const version of VERSIONS) {
       assert.deepEqual(declared(Model), DEFAULT_INDEXES);
     });
 
-    test('findRetryChain, findStuckTasks and getQueueStats send seed 003\'s queries', async () => {
+    test('findRetryChain, findStuckTasks and getQueueStats send the Mongoose schema\'s queries', async () => {
       const { Model, recorder } = loadTaskTracker(version);
       recorder.results.find = () => recorder.cursor([{ taskId: 't', executionId: 'e' }]);
       recorder.results.aggregate = () => recorder.cursor([{ _id: 'queued', count: 2 }, { _id: 'DLQ', count: 1 }]);
@@ -105,7 +105,7 @@ for (const version of VERSIONS) {
     });
   });
 
-  describe(`seed 003's pre('save', function (next) {...}) on ${version}`, () => {
+  describe(`the Mongoose schema's pre('save', function (next) {...}) on ${version}`, () => {
     const fields = { taskId: 'jobs:1', executionId: 'e-1', queueName: 'jobs' };
 
     test(version === 'mongoose9' ? 'fails: Mongoose 9 passes no next' : 'works on Mongoose 8', async () => {

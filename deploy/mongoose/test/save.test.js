@@ -1,5 +1,5 @@
 'use strict';
-// save() and create() through task_tracker.js (seed 003 + plugin), on Mongoose 8 and 9: the
+// save() and create() through task_tracker.js (the Mongoose schema + plugin), on Mongoose 8 and 9: the
 // exact insertOne/updateOne each sends, captured on the model's collection.
 const { describe, test } = require('node:test');
 const assert = require('node:assert/strict');

@@ -34,7 +34,7 @@ function loadWithMongoose(file, mongoose) {
   return mod.exports;
 }
 
-/** Seed 003's model rewritten (task_tracker.js) on a fresh `version`, with recorders. */
+/** The Mongoose schema's model rewritten (task_tracker.js) on a fresh `version`, with recorders. */
 function loadTaskTracker(version) {
   const mongoose = freshMongoose(version);
   const Model = loadWithMongoose('task_tracker.js', mongoose);

@@ -1,4 +1,4 @@
-// Seed 003's model (agmission server/model/task_tracker.js) as the Node service has it today,
+// The Mongoose TaskTracker model (agmission server/model/task_tracker.js) as the Node service has it today,
 // unpatched, for the tests: its pre('save', function (next) {...}) and no plugin.
 'use strict';
 const mongoose = require('mongoose'),
