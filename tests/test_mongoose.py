@@ -31,7 +31,6 @@ ACTIVE = {"queued", "processing"}
 # The fields a save() may $unset: exactly those Python's own transitions unset when leaving
 # the active states.
 UNSET_ON_LEAVING = ("activeKey", "leaseExpiresAt")
-UNPATCHED_REASON = "Python side of the unpatched-Node-document rules: being built"
 
 
 def _fail_or_skip(message: str) -> None:
@@ -375,7 +374,6 @@ async def test_python_respects_patched_node_documents(
     assert claim.won is False
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=UNPATCHED_REASON)
 @pytest.mark.parametrize("name", ["unpatched_queued", "unpatched_processing"])
 async def test_unpatched_active_node_document_deduplicates(
     store: str, node_output: dict[str, Any], name: str
@@ -390,7 +388,6 @@ async def test_unpatched_active_node_document_deduplicates(
     assert created.execution.execution_id == document["executionId"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=UNPATCHED_REASON)
 async def test_unpatched_processing_node_document_is_not_claimable_within_its_timeout(
     store: str, node_output: dict[str, Any]
 ) -> None:

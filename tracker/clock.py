@@ -18,11 +18,18 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# No duration the tracker deals with is longer; beyond it date arithmetic overflows.
+MAX_DURATION_SECONDS = 100 * 365 * 86400.0
+
+
 def seconds(value: float | timedelta) -> float:
-    """A duration in seconds from seconds or a ``timedelta``; negative is an error."""
+    """A duration in seconds from seconds or a ``timedelta``; negative, not a number, or
+    over a hundred years is an error."""
+    if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
+        raise TypeError(f"a duration is seconds or a timedelta, not {type(value).__name__}")
     result = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if result < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if not 0 <= result <= MAX_DURATION_SECONDS:  # also refuses NaN
+        raise ValueError(f"a duration must be from 0 to 100 years, got {value!r}")
     return result
 
 

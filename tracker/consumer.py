@@ -12,19 +12,16 @@ import structlog
 
 from tracker.clock import seconds
 from tracker.constants import (
-    DEADLINE_INFIX,
     DEFAULT_ARCHIVED_RETENTION_SECONDS,
     DEFAULT_AUTO_ARCHIVE_SECONDS,
     DEFAULT_CONSUMER_MAX_RETRIES,
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
-    DLQ_SUFFIX,
     MAX_PAYLOAD_BYTES,
-    RETRY_INFIX,
-    TIMEOUTS_SUFFIX,
 )
 from tracker.errors import ConfigurationError
 from tracker.retry import RetryPolicy
+from tracker.validation import check_count, check_queue
 
 if TYPE_CHECKING:
     from tracker.classify import Classifier
@@ -140,9 +137,8 @@ def tracked(
     letters ``archived_retention`` after; dead letters never expire, they are archived
     ``dlq_auto_archive_after`` their enqueue by the sweeper. None keeps forever.
     """
-    validate_queue_name(queue)
-    if max_retries < 0:
-        raise ConfigurationError(f"max_retries must be 0 or more, not {max_retries}")
+    check_queue(queue)
+    check_count(max_retries, "max_retries")
     timeout_seconds = seconds(timeout)
     if timeout_seconds <= 0:
         raise ConfigurationError("timeout must be positive")
@@ -173,17 +169,3 @@ def tracked(
 
 def _optional_seconds(value: float | timedelta | None) -> float | None:
     return None if value is None else seconds(value)
-
-
-def validate_queue_name(queue: str) -> None:
-    if not queue or len(queue) > 200:
-        raise ConfigurationError("a queue name must be 1 to 200 characters")
-    reserved = queue.endswith((DLQ_SUFFIX, TIMEOUTS_SUFFIX)) or any(
-        infix in queue for infix in (RETRY_INFIX, DEADLINE_INFIX)
-    )
-    if reserved:
-        raise ConfigurationError(
-            f"queue name {queue!r} is reserved: names ending in {DLQ_SUFFIX!r} or "
-            f"{TIMEOUTS_SUFFIX!r}, or containing {RETRY_INFIX!r} or {DEADLINE_INFIX!r}, are the "
-            "tracker's own queues"
-        )

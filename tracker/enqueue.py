@@ -12,7 +12,6 @@ import structlog
 
 from tracker.clock import utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES
-from tracker.consumer import validate_queue_name
 from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
 from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
@@ -20,7 +19,7 @@ from tracker.middleware import Middleware, run_hooks
 from tracker.store import connection
 from tracker.store.executions import create_execution
 from tracker.transport import Transport
-from tracker.validation import check_id, check_metadata
+from tracker.validation import check_count, check_id, check_metadata, check_queue
 
 log = structlog.get_logger("tracker.publisher")
 
@@ -111,11 +110,14 @@ async def prepare(
     """Create the queued execution: the result, the message to publish (None when
     deduplicated), and whether that message is a resend of an active execution whose
     earlier publish was not confirmed."""
-    validate_queue_name(queue)
+    check_queue(queue)
     if task_id is not None:
         check_id(task_id, "task_id")
+    if max_retries is not None:
+        check_count(max_retries, "max_retries")
     metadata = check_metadata(metadata)
-    connection.collection()  # fail before anything is written if the store is not connected
+    # Fail before anything is written if the store is not connected or not indexed.
+    connection.require_indexes()
     body = encode_payload(payload, max_payload_bytes)
     task_id = task_id or f"{queue}:{uuid.uuid4()}"
     created = await create_execution(

@@ -5,15 +5,17 @@ are snake_case."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from beanie import Document, Insert, Replace, Save, SaveChanges, SortDirection, before_event
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from tracker.clock import as_utc, new_execution_id, seconds, utcnow
 from tracker.constants import COLLECTION, DEFAULT_MAX_RETRIES, MESSAGE_VERSION
 from tracker.lifecycle import ErrorCategory, TaskStatus
+from tracker.store import clock
+from tracker.store.indexes import DEFAULT_INDEXES
+from tracker.validation import check_id
 
 
 class HistoryEntry(BaseModel):
@@ -32,51 +34,8 @@ class HistoryEntry(BaseModel):
         return as_utc(value)
 
 
-def _index(*keys: tuple[str, int], **options: Any) -> IndexModel:
-    """An index named as MongoDB names it by default, so names are predictable."""
-    name = "_".join(f"{field}_{direction}" for field, direction in keys)
-    return IndexModel(list(keys), name=name, **options)
-
-
-# Each index and the query it serves; tests/test_indexes.py checks that every query the store
-# issues is served by one of them.
-INDEXES: list[IndexModel] = [
-    # the Mongoose schema: the primary unique constraint
-    _index(("taskId", ASCENDING), ("executionId", ASCENDING), unique=True),
-    # the Mongoose schema: deduplication (latest execution of a task in a status)
-    _index(("taskId", ASCENDING), ("status", ASCENDING), ("enqueuedAt", DESCENDING)),
-    # the Mongoose schema: queue operations and get_queue_stats
-    _index(("queueName", ASCENDING), ("status", ASCENDING), ("enqueuedAt", DESCENDING)),
-    # the Mongoose schema: stuck detection across queues (the sweeper)
-    _index(("status", ASCENDING), ("processingStartedAt", ASCENDING)),
-    # the Mongoose schema: error analysis
-    _index(("errorCategory", ASCENDING), ("failedAt", DESCENDING)),
-    # the Mongoose schema: retry chain
-    _index(("taskId", ASCENDING), ("createdAt", ASCENDING)),
-    # the Mongoose schema: monitoring by status
-    _index(("status", ASCENDING), ("updatedAt", DESCENDING)),
-    # idempotency: every lookup by executionId
-    _index(("executionId", ASCENDING), unique=True),
-    # one active execution per task, enforced by the database: the field exists only while
-    # the execution is queued or processing
-    _index(
-        ("activeKey", ASCENDING),
-        unique=True,
-        partialFilterExpression={"activeKey": {"$exists": True}},
-    ),
-    # stuck detection in one queue (find_stuck_tasks)
-    _index(("queueName", ASCENDING), ("status", ASCENDING), ("processingStartedAt", ASCENDING)),
-    # retention: MongoDB deletes a document once expiresAt has passed
-    _index(("expiresAt", ASCENDING), expireAfterSeconds=0),
-    # the sweeper: queued executions whose publish the broker did not confirm
-    _index(("queueName", ASCENDING), ("status", ASCENDING), ("publishUnconfirmedAt", ASCENDING)),
-    # stuck = past the attempt's own timeout: across queues (`tracker stuck`) and per queue
-    # (the stuck gauge and alert)
-    _index(("status", ASCENDING), ("timeoutAt", ASCENDING)),
-    _index(("queueName", ASCENDING), ("status", ASCENDING), ("timeoutAt", ASCENDING)),
-    # a failure group's dead letters, newest first
-    _index(("groupId", ASCENDING), ("status", ASCENDING), ("failedAt", DESCENDING)),
-]
+# The indexes of the default (unsharded) set: tracker.store.indexes holds both sets.
+INDEXES = DEFAULT_INDEXES
 
 
 class TaskTracker(Document):
@@ -140,7 +99,6 @@ class TaskTracker(Document):
         # A None field is left out of the stored document: activeKey must be absent, not
         # null, when the execution is not active, or the partial unique index would see it.
         keep_nulls = False
-        indexes: ClassVar[list[IndexModel]] = INDEXES
 
     @field_validator(
         "enqueued_at",
@@ -189,6 +147,7 @@ class TaskTracker(Document):
     @classmethod
     async def find_retry_chain(cls, task_id: str) -> list[TaskTracker]:
         """Every execution of ``task_id``, oldest first (the schema's ``findRetryChain``)."""
+        check_id(task_id, "task_id")
         chain = (
             await cls.find({"taskId": task_id})
             .sort([("createdAt", SortDirection.ASCENDING)])
@@ -199,31 +158,45 @@ class TaskTracker(Document):
 
     @classmethod
     async def find_stuck_tasks(
-        cls, queue_name: str, timeout: float | timedelta = 30 * 60
+        cls, queue_name: str, timeout: float | timedelta = 30 * 60, *, limit: int = 1000
     ) -> list[TaskTracker]:
-        """Executions of ``queue_name`` processing for longer than ``timeout``."""
-        threshold = utcnow() - timedelta(seconds=seconds(timeout))
-        return await cls.find(
-            {
-                "queueName": queue_name,
-                "status": TaskStatus.PROCESSING.value,
-                "processingStartedAt": {"$lt": threshold},
-            }
-        ).to_list()
+        """Executions of ``queue_name`` processing for longer than ``timeout`` (on the
+        server's clock), longest first, at most ``limit``."""
+        check_id(queue_name, "queue_name")
+        threshold = clock.current().estimate() - timedelta(seconds=seconds(timeout))
+        return (
+            await cls.find(
+                {
+                    "queueName": queue_name,
+                    "status": TaskStatus.PROCESSING.value,
+                    "processingStartedAt": {"$lt": threshold},
+                }
+            )
+            .sort([("processingStartedAt", SortDirection.ASCENDING)])
+            .limit(limit)
+            .to_list()
+        )
 
     @classmethod
     async def get_queue_stats(cls, queue_name: str) -> dict[str, int]:
-        """Executions of ``queue_name`` per status, every status present (the Mongoose schema)."""
-        stats = {status.value: 0 for status in TaskStatus}
-        rows = (
-            await cls.find({"queueName": queue_name})
-            .aggregate([{"$group": {"_id": "$status", "count": {"$sum": 1}}}])
-            .to_list()
-        )
-        for row in rows:
-            stats[str(row["_id"]).lower()] = int(row["count"])
-        return stats
+        """Executions of ``queue_name`` per status, every status present (the Mongoose
+        schema's ``getQueueStats``), each counted on the ``{queueName, status}`` index."""
+        check_id(queue_name, "queue_name")
+        collection = cls.get_pymongo_collection()
+        return {
+            status.value: await collection.count_documents(
+                {"queueName": queue_name, "status": status.value}
+            )
+            for status in TaskStatus
+        }
 
     @classmethod
-    async def find_execution(cls, execution_id: str) -> TaskTracker | None:
-        return await cls.find_one({"executionId": execution_id})
+    async def find_execution(
+        cls, execution_id: str, task_id: str | None = None
+    ) -> TaskTracker | None:
+        """The execution ``execution_id`` (of ``task_id``: the shard key, when known)."""
+        check_id(execution_id, "execution_id")
+        query = {"executionId": execution_id}
+        if task_id is not None:
+            query["taskId"] = check_id(task_id, "task_id")
+        return await cls.find_one(query)

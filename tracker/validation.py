@@ -13,7 +13,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from tracker.constants import DEADLINE_INFIX, DLQ_SUFFIX, RETRY_INFIX, TIMEOUTS_SUFFIX
+from tracker.errors import ConfigurationError
+
 MAX_ID_CHARS: Final = 512
+MAX_QUEUE_CHARS: Final = 200
+# Retry counts and budgets beyond this are not a real task's: arithmetic on them stays bounded.
+MAX_COUNT: Final = 10_000
 MAX_METADATA_KEYS: Final = 64
 MAX_METADATA_BYTES: Final = 16 * 1024
 # MongoDB refuses documents nested over 100 levels; the payload sits a level or two down.
@@ -53,6 +59,38 @@ def check_id(value: object, what: str = "id") -> str:
 
 def check_optional_id(value: object, what: str = "id") -> str | None:
     return None if value is None else check_id(value, what)
+
+
+class QueueNameError(ConfigurationError, ValueError):
+    """A queue name that cannot be used."""
+
+
+def check_queue(value: object) -> str:
+    """``value`` if it can name a tracked work queue: an id of at most 200 characters that
+    is not one of the tracker's own queues (``Q.dlq``, ``Q.retry.<d>``, ``Q.deadline.<t>``,
+    ``Q.timeouts``)."""
+    queue = check_id(value, "queue name")
+    if len(queue) > MAX_QUEUE_CHARS:
+        raise QueueNameError(f"a queue name must be 1 to {MAX_QUEUE_CHARS} characters")
+    reserved = queue.endswith((DLQ_SUFFIX, TIMEOUTS_SUFFIX)) or any(
+        infix in queue for infix in (RETRY_INFIX, DEADLINE_INFIX)
+    )
+    if reserved:
+        raise QueueNameError(
+            f"queue name {queue!r} is reserved: names ending in {DLQ_SUFFIX!r} or "
+            f"{TIMEOUTS_SUFFIX!r}, or containing {RETRY_INFIX!r} or {DEADLINE_INFIX!r}, are "
+            "the tracker's own queues"
+        )
+    return queue
+
+
+def check_count(value: object, what: str, maximum: int = MAX_COUNT) -> int:
+    """``value`` if it is an integer from 0 to ``maximum`` (bools are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{what} must be from 0 to {maximum}, not {value}")
+    return value
 
 
 def check_metadata(metadata: object) -> dict[str, Any]:

@@ -25,10 +25,8 @@ from tracker.constants import (
     SUPPORTED_MESSAGE_VERSIONS,
 )
 from tracker.delivery.envelope import Envelope, InvalidMessage, TaskMessage
-from tracker.validation import id_problem, printable, storage_problem
+from tracker.validation import MAX_COUNT, id_problem, printable, storage_problem
 
-# Retry counts and budgets beyond this are not a real task's: bounded arithmetic downstream.
-MAX_COUNT = 10_000
 # The payload encoded as BSON, well inside MongoDB's 16 MiB per document (JSON within
 # the size bound can take more room as BSON).
 MAX_STORED_PAYLOAD_BYTES = 8 * 1024 * 1024

@@ -1,9 +1,15 @@
-"""Connecting the store: a real MongoDB through PyMongo's async client, or the in-memory one."""
+"""Connecting the store: a real MongoDB through PyMongo's async client, or the in-memory one.
+
+Every operation on a real server is bounded in time: the client's ``timeoutMS`` (default
+10 s, or the URL's own) covers server selection, the wait for a connection, the command and a
+majority write concern. Writes use ``w=majority`` unless the URL says otherwise.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 from beanie import init_beanie
@@ -11,12 +17,18 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
+from tracker.clock import utcnow
 from tracker.constants import DEFAULT_DATABASE
-from tracker.errors import NotConnectedError, StoreUnavailableError
+from tracker.errors import ConfigurationError, NotConnectedError, StoreUnavailableError
 from tracker.models import TaskTracker
-from tracker.store import inmemory
+from tracker.store import clock as server_time
+from tracker.store import indexes, inmemory
+from tracker.store.clock import ServerClock
+from tracker.store.errors import describe
 
 log = structlog.get_logger("tracker.store")
+
+DEFAULT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -24,6 +36,9 @@ class _Connection:
     client: Any
     database: str
     in_memory: bool
+    sharded: bool
+    clock: ServerClock
+    missing_indexes: list[str] = field(default_factory=list)
 
 
 _connection: _Connection | None = None
@@ -34,30 +49,74 @@ async def connect(
     database: str = DEFAULT_DATABASE,
     *,
     server_selection_timeout: float = 5.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    sharded: bool = False,
 ) -> None:
     """Initialise the store. ``mongodb_url`` ``None`` uses the in-memory MongoDB, which lives
-    in this process only. Creates the collection's indexes if they are missing."""
+    in this process only (it creates its indexes itself). A real server is asked whether the
+    indexes the guarantees rest on exist; consumers and publishers refuse to start without
+    them (``tracker migrate`` creates them). ``timeout``: the bound on every operation, unless
+    the URL sets ``timeoutMS``; ``sharded``: the collection is sharded on ``{taskId: 1}``
+    (the sharded index set)."""
     global _connection
     await disconnect()
+    if mongodb_url is None and sharded:
+        raise ConfigurationError("the in-memory MongoDB cannot hold the sharded index set")
     if mongodb_url is None:
         client: Any = inmemory.client()
     else:
-        client = AsyncMongoClient(
-            mongodb_url,
-            tz_aware=True,
-            serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
-            appname="tracker",
+        client = _client(mongodb_url, server_selection_timeout, timeout)
+    clock = ServerClock(in_memory=mongodb_url is None)
+    try:
+        if mongodb_url is not None:
+            await _observe_clock(client, clock)
+        await init_beanie(
+            database=client[database], document_models=[TaskTracker], skip_indexes=True
         )
-        try:
-            await client.admin.command("ping")
-        except PyMongoError as exc:
+        state = _Connection(client, database, mongodb_url is None, sharded, clock)
+        _connection = state
+        server_time.use(clock)
+        if state.in_memory:
+            await ensure_indexes()
+        else:
+            existing = await collection().index_information()
+            state.missing_indexes = indexes.missing_required(existing, sharded)
+    except PyMongoError as exc:
+        _connection = None
+        if mongodb_url is not None:
             await client.close()
-            raise StoreUnavailableError(
-                f"cannot reach MongoDB at {_redact(mongodb_url)}: {exc}"
-            ) from exc
-    await init_beanie(database=client[database], document_models=[TaskTracker])
-    _connection = _Connection(client=client, database=database, in_memory=mongodb_url is None)
+        where = "the in-memory MongoDB" if mongodb_url is None else redact(mongodb_url)
+        raise StoreUnavailableError(f"cannot reach MongoDB at {where}: {describe(exc)}") from exc
     log.debug("store connected", database=database, in_memory=mongodb_url is None)
+
+
+def _client(url: str, server_selection_timeout: float, timeout: float) -> Any:
+    """The client, with the tracker's bounds where the URL sets none of its own."""
+    given = {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
+    options: dict[str, Any] = {
+        "tz_aware": True,
+        "appname": "tracker",
+        "serverSelectionTimeoutMS": round(server_selection_timeout * 1000),
+    }
+    if "timeoutms" not in given:
+        options["timeoutMS"] = round(timeout * 1000)
+    if "w" not in given:
+        options["w"] = "majority"
+    return AsyncMongoClient(url, **options)
+
+
+async def _observe_clock(client: Any, clock: ServerClock) -> None:
+    sent = utcnow()
+    hello = await client.admin.command("hello")
+    if "localTime" in hello:
+        clock.observe(hello["localTime"], sent, utcnow())
+
+
+async def refresh_clock() -> None:
+    """Measure the offset to the server's clock again (the sweeper does, now and then)."""
+    state = _require()
+    if not state.in_memory:
+        await _observe_clock(state.client, state.clock)
 
 
 async def disconnect() -> None:
@@ -85,14 +144,60 @@ def is_in_memory() -> bool:
     return _connection is not None and _connection.in_memory
 
 
+def is_sharded() -> bool:
+    return _require().sharded
+
+
+def server_clock() -> ServerClock:
+    return _require().clock
+
+
 def collection() -> AsyncCollection[dict[str, Any]]:
     """The ``task_trackers`` collection; raises if ``connect()`` has not run."""
-    if _connection is None:
-        raise NotConnectedError("the tracker store is not connected: await tracker.connect() first")
+    _require()
     return TaskTracker.get_pymongo_collection()
 
 
-def _redact(url: str) -> str:
+def database() -> Any:
+    """The database the store uses (for the tracker's other collections)."""
+    state = _require()
+    return state.client[state.database]
+
+
+def require_indexes() -> None:
+    """Refuse to go on when an index the guarantees rest on is missing."""
+    missing = _require().missing_indexes
+    if missing:
+        raise ConfigurationError(
+            f"MongoDB lacks the indexes the tracker's guarantees rest on ({', '.join(missing)}): "
+            "run `tracker migrate` (it creates them; `tracker serve` does it at start)"
+        )
+
+
+async def ensure_indexes() -> indexes.IndexPlan:
+    """Bring the collection's indexes to the set this connection uses; what was done."""
+    state = _require()
+    existing = await collection().index_information()
+    if state.in_memory:
+        # mongomock keeps a partial index as its sparse equivalent: compare by name only.
+        wanted = indexes.index_set(state.sharded)
+        steps = indexes.IndexPlan(
+            create=[i.document["name"] for i in wanted if i.document["name"] not in existing]
+        )
+    else:
+        steps = indexes.plan(existing, state.sharded)
+    await indexes.apply(collection(), steps, state.sharded)
+    state.missing_indexes = []
+    return steps
+
+
+def _require() -> _Connection:
+    if _connection is None:
+        raise NotConnectedError("the tracker store is not connected: await tracker.connect() first")
+    return _connection
+
+
+def redact(url: str) -> str:
     """The URL without its password, for error messages."""
     scheme, sep, rest = url.partition("://")
     if "@" not in rest:

@@ -11,13 +11,22 @@ from typing import Any
 from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
-from tracker.clock import new_execution_id, seconds, utcnow
+from tracker.clock import new_execution_id, seconds
 from tracker.constants import MESSAGE_VERSION
 from tracker.errors import ConfigurationError, WaitTimeoutError
 from tracker.lifecycle import FINAL_STATUSES, INITIAL_STATUSES, TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
 from tracker.store.transitions import history_entry, transition
+from tracker.validation import (
+    check_count,
+    check_id,
+    check_metadata,
+    check_optional_id,
+    storable_text,
+)
+
+MAX_REASON_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -53,13 +62,22 @@ async def create_execution(
     concurrent creations of one task yield exactly one active execution. ``enqueued_at``
     defaults to now; a retry passes the time its delay ends, when it enters the work queue.
     """
+    check_id(task_id, "task_id")
+    check_id(queue_name, "queue_name")
+    check_optional_id(execution_id, "execution_id")
+    check_count(retry_count, "retry_count")
+    if max_retries is not None:
+        check_count(max_retries, "max_retries")
+    metadata = check_metadata(metadata)
     if status not in INITIAL_STATUSES:
         raise ConfigurationError(f"an execution cannot be created as {status.value!r}")
     if dedupe_window is not None:
         recent = await find_recent_completion(task_id, dedupe_window)
         if recent is not None:
             return Created(recent, deduplicated=True)
-    now = utcnow()
+    if status.is_active and (unpatched := await _active_without_key(task_id)) is not None:
+        return Created(unpatched, deduplicated=True)
+    now = connection.server_clock().estimate()
     execution = TaskTracker(
         task_id=task_id,
         execution_id=execution_id or new_execution_id(),
@@ -94,14 +112,30 @@ async def create_execution(
 
 
 async def _find_conflict(task_id: str, execution_id: str) -> TaskTracker | None:
-    same_execution = await TaskTracker.find_execution(execution_id)
+    """What an insert ran into: the same execution id (of this task or, under the default
+    index set, another's), or the task's active execution."""
+    same_execution = await TaskTracker.find_one({"executionId": execution_id})
     if same_execution is not None:
         return same_execution
-    return await TaskTracker.find_one({"activeKey": task_id})
+    return await TaskTracker.find_one({"taskId": task_id, "activeKey": task_id})
+
+
+async def _active_without_key(task_id: str) -> TaskTracker | None:
+    """An active execution of ``task_id`` that has no ``activeKey``: written by a Node
+    service without the Mongoose plugin, so the unique index cannot see it. It still makes
+    the task active."""
+    return await TaskTracker.find_one(
+        {
+            "taskId": task_id,
+            "status": {"$in": [TaskStatus.QUEUED.value, TaskStatus.PROCESSING.value]},
+            "activeKey": {"$exists": False},
+        }
+    )
 
 
 async def find_recent_completion(task_id: str, window: float | timedelta) -> TaskTracker | None:
     """The latest completed execution of ``task_id`` if it completed within ``window``."""
+    check_id(task_id, "task_id")
     latest = (
         await TaskTracker.find({"taskId": task_id, "status": TaskStatus.COMPLETED.value})
         .sort([("enqueuedAt", SortDirection.DESCENDING)])
@@ -110,11 +144,12 @@ async def find_recent_completion(task_id: str, window: float | timedelta) -> Tas
     )
     if not latest or latest[0].completed_at is None:
         return None
-    since = utcnow() - timedelta(seconds=seconds(window))
+    since = connection.server_clock().estimate() - timedelta(seconds=seconds(window))
     return latest[0] if latest[0].completed_at > since else None
 
 
 async def find_latest_execution(task_id: str) -> TaskTracker | None:
+    check_id(task_id, "task_id")
     latest = (
         await TaskTracker.find({"taskId": task_id})
         .sort([("createdAt", SortDirection.DESCENDING)])
@@ -130,6 +165,7 @@ async def wait_until_complete(
     """Wait until ``task_id``'s latest execution is final (completed, dlq or archived) and
     return it, as the query state machine's ``wait_until_complete`` does. A ``failed``
     execution is not final: a retry follows it. Raises ``WaitTimeoutError`` after ``timeout``."""
+    check_id(task_id, "task_id")
     deadline = asyncio.get_running_loop().time() + seconds(timeout)
     while True:
         latest = await find_latest_execution(task_id)
@@ -150,12 +186,24 @@ async def archive(
     archived_by: str,
     retention: float | timedelta | None = None,
     fields: dict[str, Any] | None = None,
+    task_id: str | None = None,
 ) -> tuple[TaskStatus, bool]:
     """Archive a dead letter (dlq -> archived) with the Mongoose schema's reason and author;
     it is then deleted ``retention`` later by the TTL index (kept forever when None)."""
+    check_id(archived_by, "archived_by")
+    if not isinstance(reason, str):
+        raise TypeError(f"reason must be a string, not {type(reason).__name__}")
+    reason = storable_text(reason, MAX_REASON_CHARS)
     fields = {**(fields or {}), "archivedReason": reason, "archivedBy": archived_by}
     if retention is not None:
-        fields["expiresAt"] = utcnow() + timedelta(seconds=seconds(retention))
+        fields["expiresAt"] = connection.server_clock().estimate() + timedelta(
+            seconds=seconds(retention)
+        )
     return await transition(
-        execution_id, TaskStatus.ARCHIVED, message=reason, worker=archived_by, fields=fields
+        execution_id,
+        TaskStatus.ARCHIVED,
+        message=reason,
+        worker=archived_by,
+        fields=fields,
+        task_id=task_id,
     )
