@@ -141,7 +141,13 @@ async def test_every_store_query_is_served_by_an_index(
     await execution_in(TaskStatus.ARCHIVED)
     # Then
     operations = {op for op, _, _ in recorded_queries}
-    assert {"find", "find_one", "find_one_and_update", "update_one", "count_documents"} <= operations
+    assert {
+        "find",
+        "find_one",
+        "find_one_and_update",
+        "update_one",
+        "count_documents",
+    } <= operations
     unserved = [(op, q, s) for op, q, s in recorded_queries if not _served(q, s)]
     assert unserved == []
 

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -24,7 +24,7 @@ from tracker.middleware import Middleware
 from tracker.models import TaskTracker
 from tracker.store import connection
 
-__all__ = ["RecordingMiddleware", "capture_logs", "store_outage"]
+__all__ = ["RecordingMiddleware", "capture_logs", "store_failure", "store_outage"]
 
 
 @contextlib.contextmanager
@@ -119,29 +119,42 @@ def _delivered(envelope: Envelope) -> str:
     return envelope.message_id or "?"
 
 
+STORE_METHODS = (
+    "find",
+    "find_one",
+    "find_one_and_update",
+    "update_one",
+    "update_many",
+    "insert_one",
+    "delete_one",
+    "delete_many",
+    "count_documents",
+    "aggregate",
+)
+
+
 @contextlib.contextmanager
-def store_outage() -> Iterator[None]:
-    """Make every operation on the in-memory MongoDB fail as an unreachable server does
-    (``AutoReconnect``) until the block ends."""
+def store_failure(
+    error: BaseException, methods: Iterable[str] = STORE_METHODS, times: int | None = None
+) -> Iterator[None]:
+    """Make operations of the in-memory MongoDB (``methods``: collection method names) raise
+    ``error`` until the block ends, or only the first ``times`` calls. For testing how code
+    meets a transient error (``AutoReconnect``) or a permanent one (``WriteError``)."""
     if not connection.is_in_memory():
-        raise RuntimeError("store_outage() works on the in-memory MongoDB only")
-    names = [
-        "find",
-        "find_one",
-        "find_one_and_update",
-        "update_one",
-        "update_many",
-        "insert_one",
-        "delete_one",
-        "delete_many",
-        "count_documents",
-        "aggregate",
-    ]
+        raise RuntimeError("store_failure() works on the in-memory MongoDB only")
+    names = list(methods)
     originals = {name: getattr(AsyncMongoMockCollection, name) for name in names}
+    left = {"calls": times}
 
     def failing(name: str) -> Any:
+        original = originals[name]
+
         def fail(*args: Any, **kwargs: Any) -> Any:
-            raise AutoReconnect(f"simulated outage: {name} could not reach MongoDB")
+            if left["calls"] is not None:
+                if left["calls"] <= 0:
+                    return original(*args, **kwargs)
+                left["calls"] -= 1
+            raise error
 
         return fail
 
@@ -152,3 +165,11 @@ def store_outage() -> Iterator[None]:
     finally:
         for name, original in originals.items():
             setattr(AsyncMongoMockCollection, name, original)
+
+
+@contextlib.contextmanager
+def store_outage() -> Iterator[None]:
+    """Make every operation on the in-memory MongoDB fail as an unreachable server does
+    (``AutoReconnect``) until the block ends."""
+    with store_failure(AutoReconnect("simulated outage: MongoDB could not be reached")):
+        yield

@@ -27,6 +27,9 @@ class Delivery(Protocol):
     async def requeue(self) -> None:
         """Return the message to its queue, to be delivered again (``redelivered``)."""
 
+    async def dead_letter(self) -> None:
+        """Refuse the message for good: the broker moves it to its queue's ``.dlq``."""
+
 
 OnDelivery = Callable[[Delivery], Coroutine[Any, Any, None]]
 

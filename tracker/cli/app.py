@@ -191,6 +191,7 @@ COMMANDS = {
     "stuck": ("tracker.cli.tasks:stuck", "List executions stuck in processing; --fail them."),
     "dlq": ("tracker.cli.dlq:dlq", "Triage, retry and archive dead letters."),
     "serve": ("tracker.cli.serve:serve", "Run tracked consumers as a service."),
+    "migrate": ("tracker.cli.migrate:migrate", "Create the indexes; move between index sets."),
 }
 
 

@@ -61,6 +61,9 @@ async def serve_until_signalled(
     consumers: list[TrackedConsumer], settings: Settings, concurrency: int, shutdown_timeout: float
 ) -> None:
     await connection.connect(settings.mongodb_url, settings.database)
+    created = await connection.ensure_indexes()
+    if created.create or created.drop:
+        log.info("indexes brought in step", created=created.create, dropped=created.drop)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -20,7 +20,7 @@ from tracker.delivery.leases import Heartbeat
 from tracker.delivery.outcomes import Outcomes
 from tracker.delivery.rejection import Rejections
 from tracker.delivery.running import HandlerRun
-from tracker.lifecycle import TaskStatus
+from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.store.claims import Claim, ClaimRequest, claim_many
@@ -94,7 +94,7 @@ class Claiming:
             assert claim.execution is not None
             await self._wait_for_lease(claim.execution)
         if action is Action.REJECT:
-            return await self._reject(envelope, _as_invalid(message))
+            return await self.reject(envelope, _as_invalid(message))
         if action is Action.TRACK_ON_ARRIVAL:
             assert isinstance(message, TaskMessage)
             return await self._track_on_arrival(envelope, message)
@@ -125,8 +125,14 @@ class Claiming:
             queue=self.consumer.queue,
         )
 
-    async def _reject(self, envelope: Envelope, message: InvalidMessage) -> Decision:
-        rejected = await self.rejections.reject(envelope, message)
+    async def reject(
+        self,
+        envelope: Envelope,
+        message: InvalidMessage,
+        category: ErrorCategory = ErrorCategory.VALIDATION,
+    ) -> Decision:
+        """Record the delivery as rejected (a duplicate when it already was)."""
+        rejected = await self.rejections.reject(envelope, message, category)
         if isinstance(rejected, Decision):
             return rejected
         return await self._duplicate(envelope, rejected, Action.SKIP_DUPLICATE)
@@ -163,7 +169,7 @@ class Claiming:
         )
         if created.deduplicated and foreign:
             # Created meanwhile under another task or queue: not this delivery's.
-            return await self._reject(envelope, _as_invalid(message))
+            return await self.reject(envelope, _as_invalid(message))
         if created.deduplicated:
             return await self._duplicate(envelope, found, Action.SKIP_DUPLICATE)
         return self._claimed(envelope, message, found, token)

@@ -24,6 +24,7 @@ Outcome = Literal[
     "duplicate",
     "stale",
     "store_unavailable",
+    "parked",
     "interrupted",
     "error",
 ]
@@ -41,6 +42,8 @@ class Decision:
     execution_id: str | None = None
     # Set when the handler asked the process to stop: the worker stops after settling.
     interrupt: HandlerInterrupt | None = None
+    # Nothing about the delivery can be stored: the broker keeps it in the queue's .dlq.
+    park: bool = False
 
 
 class Action(StrEnum):

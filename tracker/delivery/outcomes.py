@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import structlog
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from tracker.classify import classify, error_message, error_stack
 from tracker.clock import new_execution_id, utcnow
@@ -41,6 +41,7 @@ from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.store import transitions
+from tracker.store.errors import describe, is_transient
 from tracker.validation import storage_problem
 
 log = structlog.get_logger("tracker.outcomes")
@@ -85,6 +86,7 @@ class Outcomes:
                 claim_token=token,
                 message="completed",
                 worker=self.worker_id,
+                task_id=task.task_id,
                 fields={"result": stored, **expiry(self.rules.retention)},
             )
         )
@@ -123,6 +125,7 @@ class Outcomes:
                 claim_token=token,
                 message=message,
                 worker=self.worker_id,
+                task_id=task.task_id,
                 fields={
                     **error_fields,
                     "nextExecutionId": next_id,
@@ -165,6 +168,7 @@ class Outcomes:
                 claim_token=token,
                 message=message,
                 worker=self.worker_id,
+                task_id=task.task_id,
                 fields=error_fields,
             )
         )
@@ -172,6 +176,26 @@ class Outcomes:
             return Decision("stale", execution_id=task.execution_id)
         task.log.warning("task dead-lettered", category=category.value, error=message)
         await run_hooks(self.middleware, "on_failure", task, category, False, error)
+        return Decision("dead_lettered", execution_id=task.execution_id)
+
+    async def unstorable(self, task: TaskContext, token: str, error: BaseException) -> Decision:
+        """The outcome could not be stored and never will be (a permanent store error):
+        dead-letter the attempt with only the reason, so the handler is not run again."""
+        reason = f"the outcome could not be stored: {describe(error)}"
+        await transitions.transition(
+            task.execution_id,
+            TaskStatus.DLQ,
+            claim_token=token,
+            message=reason,
+            worker=self.worker_id,
+            task_id=task.task_id,
+            fields={
+                "errorMessage": reason,
+                "errorCategory": ErrorCategory.INFRASTRUCTURE.value,
+                "errorType": type(error).__name__,
+            },
+        )
+        task.log.error("outcome not storable: dead-lettered", error=reason)
         return Decision("dead_lettered", execution_id=task.execution_id)
 
     async def _already_failed(self, task: TaskContext) -> Decision:
@@ -219,12 +243,12 @@ class Outcomes:
         while True:
             try:
                 return await write()
-            except (DuplicateKeyError, StaleClaimError):
-                raise
             except PyMongoError as error:
-                if loop.time() + pause > deadline:
+                if not is_transient(error) or loop.time() + pause > deadline:
                     raise
-                log.warning("outcome write failed, retrying", error=str(error), in_seconds=pause)
+                log.warning(
+                    "outcome write failed, retrying", error=describe(error), in_seconds=pause
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 
 import structlog
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from tracker.consumer import TrackedConsumer
 from tracker.delivery.claiming import Claimed, Claiming, ProcessorOptions
 from tracker.delivery.decision import Decision
-from tracker.delivery.envelope import Envelope
+from tracker.delivery.envelope import Envelope, InvalidMessage, TaskMessage
 from tracker.delivery.outcomes import Outcomes
 from tracker.delivery.reading import read
 from tracker.delivery.rejection import Rejections
@@ -32,8 +33,10 @@ from tracker.delivery.running import (
     Returned,
 )
 from tracker.errors import HandlerInterrupt, StaleClaimError
+from tracker.lifecycle import ErrorCategory
 from tracker.middleware import Middleware, run_hooks
 from tracker.store.claims import release_claim
+from tracker.store.errors import describe, is_store_error, is_transient
 
 log = structlog.get_logger("tracker.processor")
 
@@ -77,8 +80,12 @@ class Processor:
         message = read(envelope, self.consumer.max_payload_bytes)
         try:
             return await self.claiming.claim(envelope, message)
-        except PyMongoError as error:
-            return await self._store_unavailable(envelope, error)
+        except Exception as error:
+            if not is_store_error(error):
+                raise
+            if is_transient(error):
+                return await self._store_unavailable(envelope, error)
+            return await self._refused(envelope, message, error)
 
     async def run(self, claimed: Claimed) -> Ran:
         """Run the handler under the consumer's timeout plus a grace: the deadline listener
@@ -126,8 +133,12 @@ class Processor:
         except StaleClaimError as stale:
             log.warning("outcome refused: the claim was superseded", reason=str(stale))
             decision = Decision("stale", execution_id=task.execution_id)
-        except PyMongoError as store_error:
-            return await self._store_unavailable(claimed.envelope, store_error)
+        except Exception as error:
+            if not is_store_error(error):
+                raise
+            if is_transient(error):
+                return await self._store_unavailable(claimed.envelope, error)
+            decision = await self._unstorable(claimed, error)
         await run_hooks(self.middleware, "after_outcome", task, decision)
         return decision
 
@@ -154,16 +165,50 @@ class Processor:
         """See ``Outcomes.expire``."""
         return await self.outcomes.expire(execution_id, claim_token)
 
-    # -- claiming -------------------------------------------------------------------------
+    # -- store errors: transient (not now) or permanent (never) ------------------------------
 
-    async def _store_unavailable(self, envelope: Envelope, error: PyMongoError) -> Decision:
-        if isinstance(error, DuplicateKeyError):
-            raise error
+    async def _store_unavailable(self, envelope: Envelope, error: BaseException) -> Decision:
         log.error(
             "MongoDB unavailable: delivery requeued",
             queue=self.consumer.queue,
-            error=str(error),
+            error=describe(error),
             requeue_in_seconds=self.options.requeue_delay,
         )
+        assert isinstance(error, Exception)
         await run_hooks(self.middleware, "on_store_unavailable", envelope, error)
         return Decision("store_unavailable", requeue=True, requeue_delay=self.options.requeue_delay)
+
+    async def _refused(
+        self, envelope: Envelope, message: TaskMessage | InvalidMessage, error: BaseException
+    ) -> Decision:
+        """The store refused the delivery's claim for good (before its handler ran): record
+        it as a dead letter of its own with the reason, or, when even that cannot be
+        stored, park it in the broker's ``.dlq``."""
+        refusal = InvalidMessage(
+            f"the store refused this delivery: {describe(error)}",
+            message.task_id,
+            message.execution_id,
+        )
+        return await self._or_park(
+            envelope, self.claiming.reject(envelope, refusal, ErrorCategory.INFRASTRUCTURE)
+        )
+
+    async def _unstorable(self, claimed: Claimed, error: BaseException) -> Decision:
+        return await self._or_park(
+            claimed.envelope, self.outcomes.unstorable(claimed.task, claimed.token, error)
+        )
+
+    async def _or_park(self, envelope: Envelope, record: Awaitable[Decision]) -> Decision:
+        try:
+            return await record
+        except Exception as error:
+            if not is_store_error(error):
+                raise
+            if is_transient(error):
+                return await self._store_unavailable(envelope, error)
+            log.error(
+                "nothing of this delivery can be stored: left in the queue's .dlq",
+                queue=self.consumer.queue,
+                error=describe(error),
+            )
+            return Decision("parked", park=True)

@@ -42,13 +42,19 @@ class Rejections:
         self.queue = queue
         self.middleware = middleware
 
-    async def reject(self, envelope: Envelope, message: InvalidMessage) -> Decision | TaskTracker:
-        """Record the delivery as a dead letter; the record already made for an earlier
+    async def reject(
+        self,
+        envelope: Envelope,
+        message: InvalidMessage,
+        category: ErrorCategory = ErrorCategory.VALIDATION,
+    ) -> Decision | TaskTracker:
+        """Record the delivery as a dead letter (``validation``: it breaks the contract;
+        ``infrastructure``: the store refused it); the record already made for an earlier
         delivery of it when there is one (then it is a duplicate)."""
         record_id = rejection_id(envelope)
         fields: dict[str, Any] = {
             "errorMessage": storable_text(message.reason, 2048),
-            "errorCategory": ErrorCategory.VALIDATION.value,
+            "errorCategory": category.value,
             "errorType": REJECTED_TYPE,
             "failedAt": utcnow(),
             "rawBody": envelope.body[:MAX_RAW_BODY_BYTES],

@@ -45,7 +45,9 @@ async def settle(delivery: Delivery, decision: Decision, processor: Processor) -
         return
     await run_hooks(processor.middleware, "before_ack", delivery.envelope, decision)
     try:
-        if decision.requeue:
+        if decision.park:
+            await delivery.dead_letter()
+        elif decision.requeue:
             await asyncio.sleep(decision.requeue_delay)
             await delivery.requeue()
         else:

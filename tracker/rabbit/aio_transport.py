@@ -4,7 +4,6 @@ messages and the core's envelopes."""
 
 from __future__ import annotations
 
-import aio_pika
 import aiormq
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
@@ -12,12 +11,13 @@ from aio_pika.abc import (
     AbstractConnection,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustConnection,
 )
 
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
 from tracker.errors import PublishError
+from tracker.rabbit.failover import FailoverConnection, connect_failover
+from tracker.rabbit.nodes import OnFailover, parse_urls, redact_all
 from tracker.rabbit.topology import (
     DEFAULT_DELIVERY_LIMIT,
     declare_specs,
@@ -77,6 +77,9 @@ class AioDelivery:
     async def requeue(self) -> None:
         await self.message.nack(requeue=True)
 
+    async def dead_letter(self) -> None:
+        await self.message.nack(requeue=False)
+
 
 class AioSubscription:
     def __init__(self, queue: AbstractQueue, tag: str) -> None:
@@ -98,12 +101,17 @@ class AioPikaTransport:
         prefetch: int = 10,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         publish_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        on_failover: OnFailover | None = None,
     ) -> None:
         self.url = url
+        self.nodes = redact_all(parse_urls(url))
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
+        self.connect_timeout = connect_timeout
+        self.on_failover = on_failover
         self.delivery_limit = delivery_limit
-        self.connection: AbstractRobustConnection | None = None
+        self.connection: FailoverConnection | None = None
         self._confirmed: AbstractChannel | None = None
         self._unconfirmed: AbstractChannel | None = None
         self._consuming: AbstractChannel | None = None
@@ -117,8 +125,18 @@ class AioPikaTransport:
         # A robust connection is "not closed" while it reconnects; `connected` tells.
         return connection is not None and connection.connected.is_set()
 
+    @property
+    def node(self) -> str | None:
+        """The node connected to (``host:port``), None when not connected."""
+        return self.connection.current_node if self.is_open and self.connection else None
+
     async def open(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.url)
+        """Connect to the first node of ``url`` (one URL, or several, comma-separated) that
+        answers; on its loss the connection moves to the next (``tracker.rabbit.failover``).
+        ``NoBrokerNodeError`` when none answers within ``connect_timeout`` each."""
+        self.connection = await connect_failover(
+            self.url, timeout=self.connect_timeout, on_failover=self.on_failover
+        )
         self._confirmed = await confirming_channel(self.connection)
         self._unconfirmed = await self.connection.channel(publisher_confirms=False)
         self._consuming = await self.connection.channel()
@@ -165,7 +183,12 @@ class AioPikaTransport:
                 f"the broker could not route the message to {message.routing_key!r}",
                 maybe_published=False,
             ) from exc
-        except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+        except (
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,  # reconnecting: it is a RuntimeError
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             raise PublishError(
                 f"the broker did not confirm the message to {message.routing_key!r}: {exc!r}"
             ) from exc

@@ -143,6 +143,7 @@ class Service:
         self.interrupted: HandlerInterrupt | None = None
 
     async def start(self) -> None:
+        connection.require_indexes()
         await self.transport.open()
         self._running = True
         for consumer in self.consumers:

@@ -85,6 +85,7 @@ class Sweeper(Periodic):
             log.exception("sweep failed")
 
     async def sweep(self) -> SweepReport:
+        await connection.refresh_clock()
         report = SweepReport()
         for queue, outcomes in self.queues.items():
             report.expired += await self.fail_stuck(queue, outcomes)

@@ -84,7 +84,7 @@ def is_transient(error: BaseException) -> bool:
 
 def is_store_error(error: BaseException) -> bool:
     """Whether ``error`` came from a store call (a driver or an encoding error)."""
-    return isinstance(error, PyMongoError | ENCODING_ERRORS)
+    return isinstance(error, (PyMongoError, *ENCODING_ERRORS))
 
 
 def describe(error: BaseException) -> str:

@@ -94,6 +94,9 @@ class PikaDelivery:
     async def requeue(self) -> None:
         await self.bridge.run(lambda: self.channel.basic_nack(self.tag, requeue=True))
 
+    async def dead_letter(self) -> None:
+        await self.bridge.run(lambda: self.channel.basic_nack(self.tag, requeue=False))
+
 
 class PikaSubscription:
     def __init__(self, channel: BlockingChannel, tag: str, bridge: OwnerBridge) -> None:

@@ -1,0 +1,56 @@
+"""``tracker migrate``: bring the collection's indexes to the set the deployment uses."""
+
+from __future__ import annotations
+
+import click
+
+from tracker.cli.app import dry_run_option, emit_json, json_option, state
+
+
+@click.command()
+@click.option(
+    "--sharded/--unsharded",
+    default=False,
+    help="The index set: for a collection sharded on {taskId: 1}, or not (default).",
+)
+@dry_run_option
+@json_option
+@click.pass_context
+def migrate(ctx: click.Context, sharded: bool, dry_run: bool, as_json: bool) -> None:
+    """Create the indexes the tracker's guarantees rest on, and move between the unsharded
+    and the sharded index set (docs/deploy.md). Safe to run again: it changes only what
+    differs. Unique indexes are created before anything is dropped."""
+    import asyncio
+
+    from tracker.errors import ConfigurationError, StoreUnavailableError
+    from tracker.store import connection, indexes
+
+    settings = state(ctx).settings
+    if settings.in_memory and state(ctx).in_memory_database is None:
+        raise click.UsageError(
+            "TRACKER_MONGODB_URL is not set: the in-memory store creates its indexes itself"
+        )
+
+    async def work() -> indexes.IndexPlan:
+        url = None if state(ctx).in_memory_database else settings.mongodb_url
+        database = state(ctx).in_memory_database or settings.database
+        await connection.connect(url, database, sharded=sharded)
+        try:
+            existing = await connection.collection().index_information()
+            steps = indexes.plan(existing, sharded)
+            if not dry_run:
+                await indexes.apply(connection.collection(), steps, sharded)
+            return steps
+        finally:
+            await connection.disconnect()
+
+    try:
+        steps = asyncio.run(work())
+    except (StoreUnavailableError, ConfigurationError) as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        emit_json({"dryRun": dry_run, "create": steps.create, "drop": steps.drop})
+        return
+    verb = ("would create", "would drop") if dry_run else ("created", "dropped")
+    click.echo(f"{verb[0]}: {', '.join(steps.create) or 'nothing'}")
+    click.echo(f"{verb[1]}: {', '.join(steps.drop) or 'nothing'}")
