@@ -194,6 +194,7 @@ async def test_every_write_that_names_an_execution_names_its_task(
     # Given: a run through the store's writes, without a broker: enqueue, claim, complete,
     # fail with a retry, dead-letter, expire, sweep, archive
     queue = "sharded-q"
+
     @tracker.tracked(queue, retry_policy=FAST, max_retries=1, timeout=0.05)
     async def handle(task: TaskContext) -> str:
         if task.payload["kind"] == "flaky" and task.retry_count == 0:
