@@ -122,6 +122,20 @@ class Broker:
                 except (aiormq.exceptions.ChannelInvalidStateError, RuntimeError):
                     await asyncio.sleep(0.2)
 
+    async def exists(self, queue: str) -> bool:
+        """Whether the broker has ``queue`` (asked on a throwaway channel: a passive declare
+        of a missing queue closes its channel)."""
+        channel = await self.connection.channel()
+        try:
+            underlay = await channel.get_underlay_channel()
+            await underlay.queue_declare(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return True
+
     async def dlq_depth(self, queue: str) -> int:
         return await self.depth(dlq_name(queue))
 

@@ -12,15 +12,18 @@ from tracker import TaskContext, TaskTracker
 from tracker.constants import HEADER_EXECUTION_ID, HEADER_TASK_ID
 from tracker.observability import (
     MetricsMiddleware,
-    MetricsServer,
     QueueStatsCollector,
     TrackerMetrics,
 )
 from tracker.testing import RecordingMiddleware
+from tracker.web.app import create_app
+from tracker.web.health import Health
+from tracker.web.server import HttpServer
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
 
-ALLOWED_LABELS = {"queue", "handler", "status", "category", "le"}
+# "node": the broker node (host:port) a process is connected to, one of a few.
+ALLOWED_LABELS = {"queue", "handler", "status", "category", "le", "node"}
 
 
 def value(metrics: TrackerMetrics, name: str, **labels: str) -> float:
@@ -119,7 +122,7 @@ async def test_queue_gauges_match_get_queue_stats_and_labels_hold_no_ids(broker:
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     raw = await reader.read()
     writer.close()
@@ -140,7 +143,7 @@ async def test_scrape_cost_does_not_grow_with_history() -> None:
     # Given: a served registry over 100 stored executions, then over 2,000
     metrics = TrackerMetrics()
     collector = QueueStatsCollector(metrics, {"reports": 300.0, "emails": 300.0})
-    server = MetricsServer(metrics.registry, host="127.0.0.1", port=0)
+    server = HttpServer(create_app(metrics.registry, Health()), host="127.0.0.1", port=0)
     await server.start()
     collection = TaskTracker.get_pymongo_collection()
     timings: dict[int, float] = {}
@@ -176,8 +179,8 @@ async def test_healthz_reports_mongodb_and_rabbitmq(broker: Broker) -> None:
 
     running = tracker.Worker([handle], broker.url, metrics_port=0, metrics_host="127.0.0.1")
     await running.start()
-    assert running.metrics_server is not None
-    port = running.metrics_server.port
+    assert running.http_server is not None
+    port = running.http_server.port
     try:
         status, body = await _get(port, "/healthz")
         assert status == 200
@@ -186,7 +189,7 @@ async def test_healthz_reports_mongodb_and_rabbitmq(broker: Broker) -> None:
         assert (await _get(port, "/nothing"))[0] == 404
     finally:
         await running.stop()
-    health = running.metrics_server
+    health = running.http_server
     await health.start()
     try:
         status, body = await _get(health.port, "/healthz")

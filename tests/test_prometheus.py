@@ -176,8 +176,8 @@ async def scraped_worker(
     async with tracker.Worker(
         [handle], broker.url, metrics_port=0, metrics_host="127.0.0.1", stats_interval=0.5
     ) as running:
-        assert running.metrics_server is not None
-        prometheus = PrometheusServer(prometheus_dir, running.metrics_server.port)
+        assert running.http_server is not None
+        prometheus = PrometheusServer(prometheus_dir, running.http_server.port)
         try:
             await prometheus.wait_ready()
             await prometheus.wait_for('tracker_executions{status="dlq"}')

@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 async def _get(port: int, path: str) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()
@@ -59,13 +59,16 @@ async def test_serve_runs_the_consumers_and_stops_on_sigterm(broker: Broker) -> 
         stderr=asyncio.subprocess.PIPE,
     )
     try:
+        # the endpoint answers from the start, 503 until the service is ready
         async with asyncio.timeout(30):
             while True:
                 try:
                     health = await _get(port, "/healthz")
-                    break
+                    if b" 503 " not in health.split(b"\r\n")[0]:
+                        break
                 except OSError:
-                    await asyncio.sleep(0.2)
+                    pass
+                await asyncio.sleep(0.2)
         assert b" 200 " in health.split(b"\r\n")[0]
         # When: a message arrives
         await broker.publish_raw(queue, {"hello": "world"}, message_id="m-1", correlation_id="t-1")

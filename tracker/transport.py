@@ -40,9 +40,17 @@ class Subscription(Protocol):
 
 
 class Transport(Protocol):
+    # Called with (from node, to node), both ``host:port``, when the connection moves to
+    # another broker node.
+    on_failover: Callable[[str, str], None] | None
+
     @property
     def is_open(self) -> bool:
         """Connected now (not merely trying to reconnect)."""
+
+    @property
+    def node(self) -> str | None:
+        """The broker node connected to, as ``host:port`` (never credentials)."""
 
     async def open(self) -> None: ...
 

@@ -8,6 +8,7 @@ import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 import click
@@ -16,6 +17,7 @@ from prometheus_client import disable_created_metrics
 
 from tracker.cli.app import state
 from tracker.consumer import TrackedConsumer
+from tracker.errors import ConfigurationError, HandlerInterrupt, StoreUnavailableError
 from tracker.logging import configure_logging
 from tracker.rabbit.aio_transport import AioPikaTransport
 from tracker.service.assembly import Service, ServiceOptions
@@ -58,57 +60,81 @@ def load(modules: tuple[str, ...]) -> list[TrackedConsumer]:
 
 
 async def serve_until_signalled(
-    consumers: list[TrackedConsumer], settings: Settings, concurrency: int, shutdown_timeout: float
+    consumers: list[TrackedConsumer], settings: Settings, options: ServiceOptions
 ) -> None:
+    """Connect, bring the indexes in step, run the service until SIGTERM/SIGINT."""
     await connection.connect(settings.mongodb_url, settings.database)
-    created = await connection.ensure_indexes()
-    if created.create or created.drop:
-        log.info("indexes brought in step", created=created.create, dropped=created.drop)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    service = Service(
-        consumers,
-        AioPikaTransport(settings.amqp_url, prefetch=concurrency),
-        ServiceOptions(
-            concurrency=concurrency,
-            shutdown_timeout=shutdown_timeout,
-            http_port=settings.service_http_port,
-            http_host=settings.http_host,
-        ),
-    )
     try:
+        created = await connection.ensure_indexes()
+        if created.create or created.drop:
+            log.info("indexes brought in step", created=created.create, dropped=created.drop)
+        service = Service(
+            consumers,
+            AioPikaTransport(settings.amqp_url, prefetch=options.concurrency),
+            options,
+        )
         await service.start()
-        try:
-            await stop.wait()
-            log.info("signal received: stopping gracefully", shutdown_timeout=shutdown_timeout)
-        finally:
-            await service.stop()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _stopper(service, options.shutdown_timeout))
+        await service.run_forever()
     finally:
         await connection.disconnect()
+
+
+def _stopper(service: Service, shutdown_timeout: float) -> Callable[[], None]:
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        if not stopping:
+            log.info("signal received: stopping gracefully", shutdown_timeout=shutdown_timeout)
+            stopping.append(asyncio.get_running_loop().create_task(service.stop()))
+
+    return stop
 
 
 @click.command()
 @click.argument("modules", nargs=-1, required=True)
 @click.option(
-    "--concurrency", "-c", default=10, show_default=True, help="Messages in flight per queue."
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    help="Messages in flight per queue.",
 )
 @click.option(
     "--shutdown-timeout",
+    type=click.FloatRange(0, 3600),
     default=30.0,
     show_default=True,
     help="On SIGTERM/SIGINT, seconds in-flight handlers get to finish.",
 )
+@click.option(
+    "--host",
+    help="Address of the HTTP endpoint (default TRACKER_HTTP_HOST, else 127.0.0.1; 0.0.0.0: "
+    "every interface).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port of the HTTP endpoint (default TRACKER_HTTP_PORT, else 9464).",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, modules: tuple[str, ...], concurrency: int, shutdown_timeout: float
+    ctx: click.Context,
+    modules: tuple[str, ...],
+    concurrency: int,
+    shutdown_timeout: float,
+    host: str | None,
+    port: int | None,
 ) -> None:
     """Run the tracked consumers of MODULES (e.g. consumers.reports) as a service.
 
-    One process runs the consumers, the timeout listener, the sweeper and the /metrics and
-    /healthz endpoint on TRACKER_HTTP_PORT (9464) of TRACKER_HTTP_HOST (127.0.0.1). Logs are
-    JSON lines unless TRACKER_LOG_FORMAT is console. SIGTERM or SIGINT stops it gracefully.
+    One process runs the consumers, the timeout listener, the sweeper and the HTTP endpoint
+    (/livez, /healthz, /metrics). Logs are JSON lines unless TRACKER_LOG_FORMAT is console.
+    SIGTERM or SIGINT stops it gracefully. It exits 1 when it cannot start (MongoDB or
+    RabbitMQ unreachable, the port taken), with the reason on one line.
     """
     settings = state(ctx).settings
     # A service logs JSON lines unless told otherwise.
@@ -121,10 +147,22 @@ def serve(
     if settings.in_memory:
         log.warning(IN_MEMORY_WARNING)
         click.echo(f"WARNING: {IN_MEMORY_WARNING}", err=True)
+    options = ServiceOptions(
+        concurrency=concurrency,
+        shutdown_timeout=shutdown_timeout,
+        http_port=settings.service_http_port if port is None else port,
+        http_host=host or settings.http_host,
+    )
     log.info(
         "serving",
         queues=[c.queue for c in consumers],
-        http_port=settings.service_http_port,
+        http=f"{options.http_host}:{options.http_port}",
         database=settings.database,
     )
-    asyncio.run(serve_until_signalled(consumers, settings, concurrency, shutdown_timeout))
+    try:
+        asyncio.run(serve_until_signalled(consumers, settings, options))
+    except HandlerInterrupt as interrupt:
+        click.echo(f"tracker serve: {interrupt}", err=True)
+        raise SystemExit(interrupt.exit_code) from None
+    except (ConfigurationError, StoreUnavailableError, ConnectionError) as error:
+        raise click.ClickException(str(error)) from None

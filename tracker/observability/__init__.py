@@ -1,9 +1,9 @@
-"""Prometheus metrics, the background queue-statistics collector and the HTTP endpoint."""
+"""Prometheus metrics and the background queue-statistics collector (the HTTP endpoint that
+serves them is ``tracker.web``)."""
 
 from __future__ import annotations
 
 from tracker.observability.collector import QueueStatsCollector
-from tracker.observability.http import MetricsServer
 from tracker.observability.metrics import MetricsMiddleware, TrackerMetrics
 
-__all__ = ["MetricsMiddleware", "MetricsServer", "QueueStatsCollector", "TrackerMetrics"]
+__all__ = ["MetricsMiddleware", "QueueStatsCollector", "TrackerMetrics"]

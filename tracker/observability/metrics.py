@@ -142,6 +142,26 @@ class TrackerMetrics:
             "Failed refreshes of the queue statistics.",
             registry=r,
         )
+        self.broker_failovers = Counter(
+            "tracker_broker_failovers_total",
+            "Times this process's broker connection moved to another node.",
+            registry=r,
+        )
+        self.broker_node = Gauge(
+            "tracker_broker_node",
+            "1 for the broker node (host:port) this process is connected to.",
+            ["node"],
+            registry=r,
+        )
+        self._nodes: set[str] = set()
+
+    def connected_to(self, node: str | None) -> None:
+        """Record the node connected to (its series 1, every other seen 0)."""
+        for seen in self._nodes:
+            self.broker_node.labels(seen).set(0)
+        if node is not None:
+            self._nodes.add(node)
+            self.broker_node.labels(node).set(1)
 
     def declare(self, queue: str, handler: str | None = None) -> None:
         """Create every labelled series of ``queue`` at zero, so dashboards and ratios have

@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -24,16 +25,14 @@ from tracker.delivery.processor import Processor, ProcessorOptions
 from tracker.delivery.settle import handle
 from tracker.errors import ConfigurationError, HandlerInterrupt
 from tracker.middleware import Middleware
-from tracker.observability import (
-    MetricsMiddleware,
-    MetricsServer,
-    QueueStatsCollector,
-    TrackerMetrics,
-)
+from tracker.observability import MetricsMiddleware, QueueStatsCollector, TrackerMetrics
 from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
 from tracker.service.sweeper import Sweeper
 from tracker.store import connection
 from tracker.transport import Delivery, OnDelivery, Subscription, Transport
+from tracker.web.app import create_app
+from tracker.web.health import Health
+from tracker.web.server import HttpServer
 
 log = structlog.get_logger("tracker.service")
 
@@ -124,12 +123,15 @@ class Service:
             stuck_grace=options.stuck_grace,
             republish_after=options.republish_after,
         )
-        self.metrics_server = (
+        self.health = Health(
+            {"mongodb": connection.ping, "rabbitmq": self._broker_connected},
+            details=self._broker_details,
+        )
+        self.http_server = (
             None
             if options.http_port is None
-            else MetricsServer(
-                self.metrics.registry,
-                checks={"mongodb": connection.ping, "rabbitmq": self._broker_connected},
+            else HttpServer(
+                create_app(self.metrics.registry, self.health),
                 host=options.http_host,
                 port=options.http_port,
             )
@@ -143,8 +145,28 @@ class Service:
         self.interrupted: HandlerInterrupt | None = None
 
     async def start(self) -> None:
+        """Start, or fail with nothing left running: the indexes are checked and the HTTP
+        port bound before anything consumes."""
         connection.require_indexes()
+        if self.http_server is not None:
+            await self.http_server.start()
+        try:
+            await self._start_consuming()
+        except BaseException:
+            await self._close()
+            raise
+        log.info(
+            "worker started",
+            worker_id=self.worker_id,
+            queues=[c.queue for c in self.consumers],
+            concurrency=self.options.concurrency,
+            broker=self.transport.node,
+        )
+
+    async def _start_consuming(self) -> None:
+        self.transport.on_failover = self._failed_over
         await self.transport.open()
+        self.metrics.connected_to(self.transport.node)
         self._running = True
         for consumer in self.consumers:
             processor = self.processors[consumer.queue]
@@ -161,14 +183,6 @@ class Service:
             self.collector.start()
         if self.options.sweep_interval is not None:
             self.sweeper.start()
-        if self.metrics_server is not None:
-            await self.metrics_server.start()
-        log.info(
-            "worker started",
-            worker_id=self.worker_id,
-            queues=[c.queue for c in self.consumers],
-            concurrency=self.options.concurrency,
-        )
 
     async def run_forever(self) -> None:
         """Wait until ``stop()`` is called (from a signal handler, say). Raises
@@ -214,12 +228,19 @@ class Service:
     async def _broker_connected(self) -> bool:
         return self._running and self.transport.is_open
 
+    def _broker_details(self) -> dict[str, Any]:
+        return {"broker": {"node": self.transport.node if self._running else None}}
+
+    def _failed_over(self, from_node: str, to_node: str) -> None:
+        self.metrics.broker_failovers.inc()
+        self.metrics.connected_to(to_node)
+
     async def _close(self) -> None:
         self._running = False
         await self.collector.stop()
         await self.sweeper.stop()
-        if self.metrics_server is not None:
-            await self.metrics_server.stop()
+        if self.http_server is not None:
+            await self.http_server.stop()
         self._subscriptions.clear()
         with contextlib.suppress(Exception):
             await self.transport.close()

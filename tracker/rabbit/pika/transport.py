@@ -126,12 +126,19 @@ class PikaTransport:
         self.store = store
         self.bridge = bridge or OwnerBridge()
         self.delivery_limit = delivery_limit
+        # The application owns the connection, and its reconnection (``PikaNodes``).
+        self.on_failover: Callable[[str, str], None] | None = None
         self._confirmed: BlockingChannel | None = None
         self._unconfirmed: BlockingChannel | None = None
 
     @property
     def is_open(self) -> bool:
         return bool(self.channel.is_open and self.channel.connection.is_open)
+
+    @property
+    def node(self) -> str | None:
+        params = getattr(getattr(self.channel.connection, "_impl", None), "params", None)
+        return None if params is None else f"{params.host}:{params.port}"
 
     async def open(self) -> None:
         """The application opened the connection."""
