@@ -8,13 +8,16 @@ import json
 import click
 
 from tracker.cli import dlq_actions
-from tracker.cli.app import emit_json, json_option, run, table
+from tracker.cli.app import run
 from tracker.cli.dlq_selection import (
     ENTRY_COLUMNS,
     entry_row,
     filters_without_group,
     selected,
 )
+from tracker.cli.output import emit_json, show_block, table
+from tracker.cli.output import show as show_value
+from tracker.cli.params import ID, LIMIT, json_option
 from tracker.models import TaskTracker
 from tracker.operations import dead_letters as operations
 from tracker.operations.dead_letters import Selection
@@ -30,7 +33,9 @@ def dlq() -> None:
 @click.option(
     "--group", "-g", "grouped", is_flag=True, help="Group entries by cause (error signature)."
 )
-@click.option("--limit", default=100, show_default=True, help="At most this many entries.")
+@click.option(
+    "--limit", type=LIMIT, default=100, show_default=True, help="At most this many entries."
+)
 @json_option
 @click.pass_context
 def list_entries(
@@ -74,15 +79,17 @@ def list_entries(
 
 
 @dlq.command()
-@click.argument("execution_id")
+@click.argument("execution_id", type=ID)
 @json_option
 @click.pass_context
 def show(ctx: click.Context, execution_id: str, as_json: bool) -> None:
     """The full record of one execution: fields, history, payload and stack."""
     doc = run(ctx, lambda: TaskTracker.find_execution(execution_id))
     if doc is None:
-        raise click.ClickException(f"no execution {execution_id!r}")
-    record = doc.model_dump(by_alias=True, exclude={"id", "revision_id"}, mode="json")
+        raise click.ClickException(f"no execution {show_value(execution_id)!r}")
+    record = doc.model_dump(by_alias=True, exclude={"id", "revision_id", "raw_body"}, mode="json")
+    if doc.raw_body is not None:
+        record["rawBody"] = doc.raw_body.decode("utf-8", "backslashreplace")
     record["group"] = operations.signature(doc)
     if as_json:
         emit_json(record)
@@ -108,18 +115,22 @@ def show(ctx: click.Context, execution_id: str, as_json: bool) -> None:
         "claimedBy",
     ):
         if record.get(key) is not None:
-            click.echo(f"{key:>20}: {record[key]}")
+            click.echo(f"{key:>20}: {show_value(record[key])}")
     click.echo("\nhistory:")
     for entry in record["history"]:
-        click.echo(f"  {entry['at']}  {entry['status']:<10} {entry.get('message') or ''}")
+        message = show_value(entry.get("message") or "")
+        click.echo(f"  {entry['at']}  {show_value(entry['status']):<10} {message}")
     click.echo("\npayload:")
-    click.echo(json.dumps(record.get("payload"), indent=2, ensure_ascii=False))
+    click.echo(show_block(json.dumps(record.get("payload"), indent=2, ensure_ascii=False)))
     if record.get("metadata"):
         click.echo("\nmetadata:")
-        click.echo(json.dumps(record["metadata"], indent=2, ensure_ascii=False))
+        click.echo(show_block(json.dumps(record["metadata"], indent=2, ensure_ascii=False)))
+    if record.get("rawBody"):
+        click.echo("\nraw body:")
+        click.echo(show_block(record["rawBody"]))
     if record.get("errorStack"):
         click.echo("\nstack:")
-        click.echo(record["errorStack"])
+        click.echo(show_block(record["errorStack"]))
 
 
 for _command in (

@@ -8,17 +8,7 @@ from typing import Any
 
 import click
 
-from tracker.cli.app import (
-    DURATION,
-    confirm,
-    dry_run_option,
-    emit_json,
-    json_option,
-    progress,
-    run,
-    state,
-    yes_option,
-)
+from tracker.cli.app import run, state
 from tracker.cli.dlq_selection import (
     by_option,
     entry_row,
@@ -28,6 +18,8 @@ from tracker.cli.dlq_selection import (
     selection_of,
     summary,
 )
+from tracker.cli.output import confirm, emit_json, progress
+from tracker.cli.params import DURATION, ID, dry_run_option, json_option, yes_option
 from tracker.cli.publishing import cli_channel, cli_publisher
 from tracker.operations import dead_letters as operations
 from tracker.operations.dead_letters import Selection
@@ -36,7 +28,7 @@ from tracker.store.executions import archive as archive_execution
 
 
 @click.command()
-@click.argument("execution_ids", nargs=-1)
+@click.argument("execution_ids", nargs=-1, type=ID)
 @filter_options
 @by_option
 @retention_option
@@ -90,7 +82,7 @@ def retry(
 
 
 @click.command("archive")
-@click.argument("execution_ids", nargs=-1)
+@click.argument("execution_ids", nargs=-1, type=ID)
 @filter_options
 @click.option("--reason", "-r", required=True, help="Why (archivedReason).")
 @by_option
@@ -160,10 +152,11 @@ async def _archive(
     show_default=True,
     help="Entries enqueued longer ago.",
 )
-@click.option("--queue", "-q", help="Only this queue.")
+@click.option("--queue", "-q", type=ID, help="Only this queue.")
 @click.option(
     "--by",
     "archived_by",
+    type=ID,
     default=lambda: f"tracker-dlq-auto-archive@{socket.gethostname()}",
     help="The archivedBy recorded (default: this command and host).",
 )
@@ -233,7 +226,13 @@ def purge(
 
 @click.command("import")
 @click.option(
-    "--queue", "-q", "queues", multiple=True, required=True, help="Work queue (repeatable)."
+    "--queue",
+    "-q",
+    "queues",
+    type=ID,
+    multiple=True,
+    required=True,
+    help="Work queue (repeatable).",
 )
 @dry_run_option
 @yes_option

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from tracker.cli.app import DURATION, emit_json, table
+from tracker.cli.output import emit_json, table
+from tracker.cli.params import DURATION, ID
 from tracker.constants import DEFAULT_ARCHIVED_RETENTION_SECONDS
 from tracker.models import TaskTracker
 from tracker.operations import dead_letters as operations
@@ -28,7 +29,7 @@ CATEGORIES = ["transient", "validation", "processing", "infrastructure", "partne
 def filter_options(func: Any, *, with_group: bool = True) -> Any:
     """--queue, --category, --older-than and (to select) --group."""
     options = [
-        click.option("--queue", "-q", help="Only dead letters of this queue."),
+        click.option("--queue", "-q", type=ID, help="Only dead letters of this queue."),
         click.option(
             "--category", "-c", type=click.Choice(CATEGORIES), help="Only this error category."
         ),
@@ -52,7 +53,11 @@ def filters_without_group(func: Any) -> Any:
 
 
 by_option = click.option(
-    "--by", "archived_by", default=_default_user, help="Who did it (archivedBy; default: you)."
+    "--by",
+    "archived_by",
+    type=ID,
+    default=_default_user,
+    help="Who did it (archivedBy; default: you).",
 )
 retention_option = click.option(
     "--retention",

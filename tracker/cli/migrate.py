@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tracker.cli.app import dry_run_option, emit_json, json_option, state
+from tracker.cli.app import state
+from tracker.cli.output import emit_json
+from tracker.cli.params import dry_run_option, json_option
 
 
 @click.command()

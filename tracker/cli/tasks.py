@@ -8,18 +8,9 @@ from typing import Any
 import click
 from beanie import SortDirection
 
-from tracker.cli.app import (
-    DURATION,
-    confirm,
-    dry_run_option,
-    emit_json,
-    json_option,
-    progress,
-    run,
-    state,
-    table,
-    yes_option,
-)
+from tracker.cli.app import run, state
+from tracker.cli.output import confirm, emit_json, progress, show, table
+from tracker.cli.params import DURATION, ID, dry_run_option, json_option, yes_option
 from tracker.cli.publishing import cli_publisher, operator_outcomes
 from tracker.clock import utcnow
 from tracker.lifecycle import TaskStatus
@@ -43,7 +34,7 @@ def execution_row(doc: TaskTracker) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @json_option
 @click.pass_context
 def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
@@ -55,7 +46,7 @@ def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
     if as_json:
         emit_json({"taskId": task_id, "executions": rows})
         return
-    click.echo(f"task {task_id}: {len(chain)} execution(s), now {chain[-1].status.value}")
+    click.echo(f"task {show(task_id)}: {len(chain)} execution(s), now {chain[-1].status.value}")
     table(
         rows,
         [
@@ -72,7 +63,9 @@ def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--queue", "-q", "queues", multiple=True, help="Only this queue (repeatable).")
+@click.option(
+    "--queue", "-q", "queues", type=ID, multiple=True, help="Only this queue (repeatable)."
+)
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
@@ -94,7 +87,7 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--queue", "-q", help="Only this queue.")
+@click.option("--queue", "-q", type=ID, help="Only this queue.")
 @click.option(
     "--older-than",
     type=DURATION,

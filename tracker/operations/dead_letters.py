@@ -14,10 +14,11 @@ from beanie import SortDirection
 
 from tracker.clock import seconds, utcnow
 from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
-from tracker.lifecycle import TaskStatus
+from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
 from tracker.store.executions import archive, create_execution
+from tracker.validation import check_count, check_id, check_optional_id
 
 MANUAL_RETRY_REASON = "Manual retry initiated"
 Publish = Callable[[OutgoingMessage], Awaitable[None]]
@@ -38,6 +39,22 @@ class Selection:
     older_than: float | None = None
     group: str | None = None
     limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.execution_ids, str | bytes) or not isinstance(
+            self.execution_ids, Sequence
+        ):
+            raise TypeError("execution_ids must be a sequence of ids")
+        for execution_id in self.execution_ids:
+            check_id(execution_id, "execution id")
+        check_optional_id(self.queue, "queue")
+        check_optional_id(self.group, "group")
+        if self.category is not None:
+            ErrorCategory(check_id(self.category, "category"))
+        if self.older_than is not None:
+            seconds(self.older_than)
+        if self.limit is not None:
+            check_count(self.limit, "limit")
 
     @property
     def by_id(self) -> bool:

@@ -23,7 +23,7 @@ from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
 from tracker.rabbit.aio_transport import to_envelope
 from tracker.store.executions import create_execution
-from tracker.validation import printable
+from tracker.validation import check_queue, printable
 
 DELIVERY_LIMIT_TYPE = "DeliveryLimitExceeded"
 
@@ -49,6 +49,7 @@ async def import_untracked(
 ) -> ImportReport:
     """Read ``queue``'s ``.dlq`` once and settle every message in it as described above
     (with ``dry_run``, only count and leave the queue as it was)."""
+    check_queue(queue)
     report = ImportReport()
     source = await channel.declare_queue(dlq_name(queue), passive=True)
     underlay = await channel.get_underlay_channel()

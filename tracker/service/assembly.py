@@ -30,6 +30,7 @@ from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
 from tracker.service.sweeper import Sweeper
 from tracker.store import connection
 from tracker.transport import Delivery, OnDelivery, Subscription, Transport
+from tracker.validation import check_id
 from tracker.web.app import create_app
 from tracker.web.health import Health
 from tracker.web.server import HttpServer
@@ -66,6 +67,10 @@ class ServiceOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if self.worker_id is not None:
+            check_id(self.worker_id, "worker_id")
+            if self.worker_id.startswith("$"):
+                raise ValueError("worker_id must not start with '$'")
 
 
 class Service:

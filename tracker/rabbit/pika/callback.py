@@ -61,6 +61,7 @@ from tracker.retry import RetryPolicy
 from tracker.service.assembly import default_worker_id
 from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
 from tracker.transport import Delivery
+from tracker.validation import check_queue
 
 OnMessage = Callable[[Any, Basic.Deliver, BasicProperties, bytes], Any]
 # The delivery a TrackedCallback is handling, for its handler (set per delivery task).
@@ -246,6 +247,7 @@ def tracked_callback(
     """Wrap a pika ``on_message(channel, method, properties, body)`` callback with the same
     tracking as ``@tracker.tracked``, with the same options (retention options left None keep
     the ``@tracked`` defaults)."""
+    check_queue(queue)
     kept = {
         name: value
         for name, value in (
