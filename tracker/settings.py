@@ -15,6 +15,7 @@ from tracker.errors import ConfigurationError
 
 LogFormat = Literal["json", "console"]
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 DEFAULT_HTTP_HOST = "127.0.0.1"
 
 
@@ -34,11 +35,13 @@ class Settings:
     http_host: str = DEFAULT_HTTP_HOST
     log_format: LogFormat = "console"
     log_level: str = "INFO"
+    sharded: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``TRACKER_MONGODB_URL``, ``TRACKER_DATABASE``, ``TRACKER_AMQP_URL``,
         ``TRACKER_HTTP_PORT`` (formerly ``TRACKER_METRICS_PORT``), ``TRACKER_HTTP_HOST``,
+        ``TRACKER_SHARDED`` (the collection is sharded on ``{taskId: 1}``),
         ``TRACKER_LOG_FORMAT`` and ``TRACKER_LOG_LEVEL``."""
         env = os.environ if environ is None else environ
         settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
@@ -61,6 +64,12 @@ class Settings:
             settings = replace(settings, http_port=_parse_port(name, port))
         if host := env.get("TRACKER_HTTP_HOST"):
             settings = replace(settings, http_host=host)
+        if sharded := env.get("TRACKER_SHARDED"):
+            if sharded.lower() not in _BOOLEANS:
+                raise ConfigurationError(
+                    f"TRACKER_SHARDED must be one of {sorted(_BOOLEANS)}, not {sharded!r}"
+                )
+            settings = replace(settings, sharded=_BOOLEANS[sharded.lower()])
         if log_format := env.get("TRACKER_LOG_FORMAT"):
             if log_format not in ("json", "console"):
                 raise ConfigurationError(

@@ -49,7 +49,11 @@ def run(ctx: click.Context, work: Callable[[], Awaitable[T]]) -> T:
         elif current.settings.in_memory:
             raise click.UsageError(NOT_CONFIGURED)
         else:
-            await connection.connect(current.settings.mongodb_url, current.settings.database)
+            await connection.connect(
+                current.settings.mongodb_url,
+                current.settings.database,
+                sharded=current.settings.sharded,
+            )
         try:
             return await work()
         finally:

@@ -12,13 +12,14 @@ from tracker.cli.params import dry_run_option, json_option
 @click.command()
 @click.option(
     "--sharded/--unsharded",
-    default=False,
-    help="The index set: for a collection sharded on {taskId: 1}, or not (default).",
+    default=None,
+    help="The index set: for a collection sharded on {taskId: 1}, or not (default: "
+    "TRACKER_SHARDED, else unsharded).",
 )
 @dry_run_option
 @json_option
 @click.pass_context
-def migrate(ctx: click.Context, sharded: bool, dry_run: bool, as_json: bool) -> None:
+def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bool) -> None:
     """Create the indexes the tracker's guarantees rest on, and move between the unsharded
     and the sharded index set (docs/deploy.md). Safe to run again: it changes only what
     differs. Unique indexes are created before anything is dropped."""
@@ -28,12 +29,13 @@ def migrate(ctx: click.Context, sharded: bool, dry_run: bool, as_json: bool) -> 
     from tracker.store import connection, indexes
 
     settings = state(ctx).settings
+    sharded = settings.sharded if sharded is None else sharded
     if settings.in_memory and state(ctx).in_memory_database is None:
         raise click.UsageError(
             "TRACKER_MONGODB_URL is not set: the in-memory store creates its indexes itself"
         )
 
-    async def work() -> indexes.IndexPlan:
+    async def work(sharded: bool) -> indexes.IndexPlan:
         url = None if state(ctx).in_memory_database else settings.mongodb_url
         database = state(ctx).in_memory_database or settings.database
         await connection.connect(url, database, sharded=sharded)
@@ -47,7 +49,7 @@ def migrate(ctx: click.Context, sharded: bool, dry_run: bool, as_json: bool) -> 
             await connection.disconnect()
 
     try:
-        steps = asyncio.run(work())
+        steps = asyncio.run(work(sharded))
     except (StoreUnavailableError, ConfigurationError) as error:
         raise click.ClickException(str(error)) from error
     if as_json:

@@ -63,7 +63,7 @@ async def serve_until_signalled(
     consumers: list[TrackedConsumer], settings: Settings, options: ServiceOptions
 ) -> None:
     """Connect, bring the indexes in step, run the service until SIGTERM/SIGINT."""
-    await connection.connect(settings.mongodb_url, settings.database)
+    await connection.connect(settings.mongodb_url, settings.database, sharded=settings.sharded)
     try:
         created = await connection.ensure_indexes()
         if created.create or created.drop:
