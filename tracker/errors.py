@@ -30,6 +30,15 @@ class TaskNotFoundError(TrackerError):
         self.execution_id = execution_id
 
 
+class NotFoundError(TrackerError, LookupError):
+    """No such failure group, replay job or execution; the message names which."""
+
+
+class ConflictError(TrackerError):
+    """The operator's action does not apply in the current state (resolving a resolved
+    group, pausing a finished replay); nothing was changed."""
+
+
 class InvalidTransitionError(TrackerError):
     """The transition table does not allow this change; nothing was written."""
 
