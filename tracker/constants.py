@@ -40,6 +40,10 @@ DEFAULT_TIMEOUT_SECONDS: Final = 300.0
 DEFAULT_RETENTION_SECONDS: Final = 7 * 86400.0  # completed executions
 DEFAULT_ARCHIVED_RETENTION_SECONDS: Final = 30 * 86400.0  # failed attempts, archived entries
 DEFAULT_AUTO_ARCHIVE_SECONDS: Final = 7 * 86400.0  # dead letters, then archived
+# The operator console's records: finished replays and resolved failure groups are kept
+# this long; the audit log longest (TRACKER_AUDIT_RETENTION_DAYS, never shorter than these).
+OPERATIONS_RETENTION_SECONDS: Final = 90 * 86400.0
+DEFAULT_AUDIT_RETENTION_SECONDS: Final = 365 * 86400.0
 DEADLINE_INFIX: Final = ".deadline."
 TIMEOUTS_SUFFIX: Final = ".timeouts"
 

@@ -10,8 +10,15 @@ from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
-from tracker.constants import DEFAULT_AMQP_URL, DEFAULT_DATABASE, DEFAULT_METRICS_PORT
+from tracker.constants import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_AUDIT_RETENTION_SECONDS,
+    DEFAULT_DATABASE,
+    DEFAULT_METRICS_PORT,
+    OPERATIONS_RETENTION_SECONDS,
+)
 from tracker.errors import ConfigurationError
+from tracker.validation import check_search_key
 
 LogFormat = Literal["json", "console"]
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
@@ -36,6 +43,10 @@ class Settings:
     log_format: LogFormat = "console"
     log_level: str = "INFO"
     sharded: bool = False
+    # Metadata keys operators search by (each gets an index), and how long the audit log
+    # keeps its entries.
+    search_keys: tuple[str, ...] = ()
+    audit_retention: float = DEFAULT_AUDIT_RETENTION_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +81,10 @@ class Settings:
                     f"TRACKER_SHARDED must be one of {sorted(_BOOLEANS)}, not {sharded!r}"
                 )
             settings = replace(settings, sharded=_BOOLEANS[sharded.lower()])
+        if keys := env.get("TRACKER_SEARCH_KEYS"):
+            settings = replace(settings, search_keys=parse_search_keys(keys))
+        if days := env.get("TRACKER_AUDIT_RETENTION_DAYS"):
+            settings = replace(settings, audit_retention=parse_audit_retention(days))
         if log_format := env.get("TRACKER_LOG_FORMAT"):
             if log_format not in ("json", "console"):
                 raise ConfigurationError(
@@ -116,6 +131,36 @@ class Settings:
             stacklevel=2,
         )
         return self.service_http_port
+
+
+def parse_search_keys(value: str) -> tuple[str, ...]:
+    """``TRACKER_SEARCH_KEYS``: metadata keys, comma-separated (``customer,order``), each
+    indexed by ``tracker migrate`` and ``tracker serve``; at most 8."""
+    keys: list[str] = []
+    for raw in value.split(","):
+        if not (key := raw.strip()):
+            continue
+        try:
+            check_search_key(key)
+        except ValueError as error:
+            raise ConfigurationError(f"TRACKER_SEARCH_KEYS: {error}") from None
+        if key not in keys:
+            keys.append(key)
+    if len(keys) > 8:
+        raise ConfigurationError("TRACKER_SEARCH_KEYS names at most 8 keys (each is an index)")
+    return tuple(keys)
+
+
+def parse_audit_retention(value: str) -> float:
+    """``TRACKER_AUDIT_RETENTION_DAYS``: whole days, at least the 90 days replays and
+    resolved failure groups are kept (the audit log outlives what it speaks of)."""
+    least = round(OPERATIONS_RETENTION_SECONDS / 86400)
+    if not value.strip().isdigit() or not least <= int(value) <= 36500:
+        raise ConfigurationError(
+            f"TRACKER_AUDIT_RETENTION_DAYS must be whole days from {least} to 36500, "
+            f"not {value[:40]!r}"
+        )
+    return int(value) * 86400.0
 
 
 def _parse_port(name: str, value: str) -> int:

@@ -84,6 +84,23 @@ def check_queue(value: object) -> str:
     return queue
 
 
+# A metadata key operators search by (TRACKER_SEARCH_KEYS): it names an index, so it is plain.
+_SEARCH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def check_search_key(value: object) -> str:
+    """``value`` if it can be a searchable metadata key: a letter or ``_``, then up to 63
+    letters, digits, ``_`` or ``-``."""
+    if not isinstance(value, str):
+        raise TypeError(f"a metadata key must be a string, not {type(value).__name__}")
+    if not _SEARCH_KEY.fullmatch(value):
+        raise ValueError(
+            f"metadata key {printable(value, 80)!r} is not a search key: a letter or '_', "
+            "then up to 63 letters, digits, '_' or '-'"
+        )
+    return value
+
+
 def check_count(value: object, what: str, maximum: int = MAX_COUNT) -> int:
     """``value`` if it is an integer from 0 to ``maximum`` (bools are not counts)."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -21,12 +21,13 @@ from tracker.cli.params import dry_run_option, json_option
 @click.pass_context
 def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bool) -> None:
     """Create the indexes the tracker's guarantees rest on, and move between the unsharded
-    and the sharded index set (docs/deploy.md). Safe to run again: it changes only what
-    differs. Unique indexes are created before anything is dropped."""
+    and the sharded index set (docs/deploy.md); create the indexes of the audit log, failure
+    groups and replays, and of the metadata keys in TRACKER_SEARCH_KEYS. Safe to run again:
+    it changes only what differs. Unique indexes are created before anything is dropped."""
     import asyncio
 
     from tracker.errors import ConfigurationError, StoreUnavailableError
-    from tracker.store import connection, indexes
+    from tracker.store import connection, indexes, operator_records
 
     settings = state(ctx).settings
     sharded = settings.sharded if sharded is None else sharded
@@ -44,6 +45,13 @@ def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bo
             steps = indexes.plan(existing, sharded)
             if not dry_run:
                 await indexes.apply(connection.collection(), steps, sharded)
+                steps.create += await operator_records.ensure(
+                    connection.database(),
+                    connection.collection(),
+                    search_keys=settings.search_keys,
+                    audit_retention=settings.audit_retention,
+                    in_memory=connection.is_in_memory(),
+                )
             return steps
         finally:
             await connection.disconnect()

@@ -65,7 +65,7 @@ async def serve_until_signalled(
     """Connect, bring the indexes in step, run the service until SIGTERM/SIGINT."""
     await connection.connect(settings.mongodb_url, settings.database, sharded=settings.sharded)
     try:
-        created = await connection.ensure_indexes()
+        created = await connection.ensure_indexes(settings.search_keys, settings.audit_retention)
         if created.create or created.drop:
             log.info("indexes brought in step", created=created.create, dropped=created.drop)
         service = Service(

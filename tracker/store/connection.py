@@ -7,6 +7,7 @@ majority write concern. Writes use ``w=majority`` unless the URL says otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -22,7 +23,7 @@ from tracker.constants import DEFAULT_DATABASE
 from tracker.errors import ConfigurationError, NotConnectedError, StoreUnavailableError
 from tracker.models import TaskTracker
 from tracker.store import clock as server_time
-from tracker.store import indexes, inmemory
+from tracker.store import indexes, inmemory, operator_records
 from tracker.store.clock import ServerClock
 from tracker.store.errors import describe
 
@@ -174,8 +175,12 @@ def require_indexes() -> None:
         )
 
 
-async def ensure_indexes() -> indexes.IndexPlan:
-    """Bring the collection's indexes to the set this connection uses; what was done."""
+async def ensure_indexes(
+    search_keys: Sequence[str] = (), audit_retention: float | None = None
+) -> indexes.IndexPlan:
+    """Bring the collection's indexes to the set this connection uses, and create those of
+    the operations collections and of ``search_keys`` (``operator_records.ensure``); what was
+    done."""
     state = _require()
     existing = await collection().index_information()
     if state.in_memory:
@@ -188,6 +193,13 @@ async def ensure_indexes() -> indexes.IndexPlan:
         steps = indexes.plan(existing, state.sharded)
     await indexes.apply(collection(), steps, state.sharded)
     state.missing_indexes = []
+    steps.create += await operator_records.ensure(
+        database(),
+        collection(),
+        search_keys=search_keys,
+        audit_retention=audit_retention,
+        in_memory=state.in_memory,
+    )
     return steps
 
 
