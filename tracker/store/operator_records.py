@@ -10,7 +10,7 @@ with (a replay finished, a group resolved). Like the executions' indexes, these 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -80,7 +80,7 @@ def search_index(key: str) -> IndexModel:
     return _index((field, ASCENDING), ("enqueuedAt", DESCENDING))
 
 
-def search_keys_of(existing: dict[str, Any]) -> frozenset[str]:
+def search_keys_of(existing: Mapping[str, Any]) -> frozenset[str]:
     """The searchable metadata keys, from the indexes of ``task_trackers``
     (``index_information()``), so a search by a key is always served by its index, whoever
     declared it."""
