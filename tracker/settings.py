@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
+from tracker.api_tokens import ApiToken, parse_fields, parse_tokens
 from tracker.constants import (
     DEFAULT_AMQP_URL,
     DEFAULT_AUDIT_RETENTION_SECONDS,
@@ -32,7 +33,8 @@ class Settings:
 
     ``mongodb_url`` ``None`` means the in-memory MongoDB: one process only, nothing persists.
     ``http_port`` ``None`` means not configured: ``tracker serve`` then uses 9464, a
-    ``Worker`` serves no endpoint.
+    ``Worker`` serves no endpoint. ``api_tokens`` empty: the console and the API answer on
+    a loopback bind only; ``redact_fields``: payload fields never shown (lower-case).
     """
 
     mongodb_url: str | None = None
@@ -47,13 +49,16 @@ class Settings:
     # keeps its entries.
     search_keys: tuple[str, ...] = ()
     audit_retention: float = DEFAULT_AUDIT_RETENTION_SECONDS
+    api_tokens: tuple[ApiToken, ...] = ()
+    redact_fields: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``TRACKER_MONGODB_URL``, ``TRACKER_DATABASE``, ``TRACKER_AMQP_URL``,
         ``TRACKER_HTTP_PORT`` (formerly ``TRACKER_METRICS_PORT``), ``TRACKER_HTTP_HOST``,
         ``TRACKER_SHARDED`` (the collection is sharded on ``{taskId: 1}``),
-        ``TRACKER_LOG_FORMAT`` and ``TRACKER_LOG_LEVEL``."""
+        ``TRACKER_LOG_FORMAT``, ``TRACKER_LOG_LEVEL``, ``TRACKER_API_TOKENS`` and
+        ``TRACKER_REDACT_FIELDS`` (see ``tracker.api_tokens``)."""
         env = os.environ if environ is None else environ
         settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
         if database := env.get("TRACKER_DATABASE"):
@@ -97,6 +102,10 @@ class Settings:
                     f"TRACKER_LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}, not {log_level!r}"
                 )
             settings = replace(settings, log_level=log_level.upper())
+        if tokens := env.get("TRACKER_API_TOKENS"):
+            settings = replace(settings, api_tokens=parse_tokens(tokens))
+        if fields := env.get("TRACKER_REDACT_FIELDS"):
+            settings = replace(settings, redact_fields=parse_fields(fields))
         return settings
 
     @classmethod

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tracker.validation import printable
+
 log = structlog.get_logger("tracker.http")
 
 
@@ -64,17 +66,18 @@ async def _refuse(send: Send, limit: int) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Bad input is a 400 with the reason; anything unexpected a 500 that says no more (the
+    """Bad input is a 422 with the reason; anything unexpected a 500 that says no more (the
     details go to the log)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        reasons = [_reason(error) for error in exc.errors()]
-        return JSONResponse({"error": "; ".join(reasons) or "invalid request"}, status_code=400)
+        return JSONResponse(
+            {"error": "; ".join(reasons(exc)) or "invalid request"}, status_code=422
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -82,6 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error"}, status_code=500)
 
 
-def _reason(error: dict[str, Any]) -> str:
+def reasons(exc: RequestValidationError) -> list[str]:
+    """What was wrong with a request, one short sentence per problem (never the value)."""
+    return [_reason(error) for error in exc.errors()]
+
+
+def _reason(error: Any) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
+    message = printable(str(error.get("msg", "invalid")), 200)
+    return f"{printable(where, 200)}: {message}" if where else message
