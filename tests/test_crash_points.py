@@ -15,7 +15,7 @@ from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
 from tracker.delivery.decision import Decision
 from tracker.delivery.envelope import Envelope
-from tracker.store.claims import release_claim
+from tracker.store.leases import release_claim
 from tracker.testing import RecordingMiddleware
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]

@@ -20,8 +20,8 @@ from tracker import (
 )
 from tracker.models import INDEXES
 from tracker.store import connection
-from tracker.store.claims import release_claim, renew_lease
 from tracker.store.executions import find_recent_completion
+from tracker.store.leases import release_claim, renew_lease
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.usefixtures("store")]
 

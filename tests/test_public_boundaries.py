@@ -17,12 +17,12 @@ from tracker.operations.dead_letters import Selection
 from tracker.rabbit.dlq_import import import_untracked
 from tracker.rabbit.pika import tracked_callback
 from tracker.service.assembly import ServiceOptions
-from tracker.store.claims import release_claim, renew_lease
 from tracker.store.executions import (
     archive,
     find_latest_execution,
     find_recent_completion,
 )
+from tracker.store.leases import release_claim, renew_lease
 from tracker.testing import STORE_METHODS
 
 pytestmark = pytest.mark.usefixtures("store")

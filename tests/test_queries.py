@@ -16,6 +16,7 @@ from tracker import (
     wait_until_complete,
 )
 from tracker.clock import utcnow
+from tracker.models import in_attempt_order
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.usefixtures("store")]
 
@@ -46,6 +47,35 @@ async def test_retry_chain_comes_back_oldest_first() -> None:
         TaskStatus.FAILED,
         TaskStatus.COMPLETED,
     ]
+
+
+async def test_a_retry_stamped_before_its_attempt_still_follows_it() -> None:
+    # Given: a failed attempt and its completed retry, the retry's createdAt 50 ms earlier
+    # (written by a process whose clock runs behind), and a later run of the same task
+    first = await create_execution("reports:skew", "reports", {})
+    failed_id = first.execution.execution_id
+    retry_id = "retry-of-skew"
+    won = await claim(failed_id, worker="w", lease=30)
+    await transition(
+        failed_id, TaskStatus.FAILED, claim_token=won.token, fields={"nextExecutionId": retry_id}
+    )
+    retry = await create_execution(
+        "reports:skew", "reports", {}, execution_id=retry_id, retry_count=1
+    )
+    assert not retry.deduplicated
+    retry_won = await claim(retry_id, worker="w", lease=30)
+    await transition(retry_id, TaskStatus.COMPLETED, claim_token=retry_won.token)
+    earlier = first.execution.created_at - timedelta(milliseconds=50)
+    await TaskTracker.get_pymongo_collection().update_one(
+        {"executionId": retry_id}, {"$set": {"createdAt": earlier}}
+    )
+    # When
+    chain = await TaskTracker.find_retry_chain("reports:skew")
+    done = await wait_until_complete("reports:skew", timeout=2)
+    # Then: the links order the chain, and the task is seen completed
+    assert [doc.execution_id for doc in chain] == [failed_id, retry_id]
+    assert done.status is TaskStatus.COMPLETED
+    assert done.execution_id == retry_id
 
 
 async def test_queue_stats_count_every_status() -> None:
@@ -142,3 +172,17 @@ async def test_saving_through_the_model_maintains_updated_at() -> None:
     assert stored is not None
     assert stored.metadata == {"note": "edited by hand"}
     assert stored.updated_at > stored.completed_at  # type: ignore[operator]
+
+
+def test_attempts_whose_links_loop_still_come_back_each_once() -> None:
+    # Given: two executions naming each other as their retry (written by hand)
+    first = TaskTracker(task_id="t", execution_id="a", queue_name="q", next_execution_id="b")
+    second = TaskTracker(
+        task_id="t", execution_id="b", queue_name="q", retry_count=1, next_execution_id="a"
+    )
+    lone = TaskTracker(task_id="t", execution_id="c", queue_name="q")
+    # When
+    ordered = in_attempt_order([second, lone, first])
+    # Then: nothing lost, nothing twice
+    assert sorted(e.execution_id for e in ordered) == ["a", "b", "c"]
+    assert ordered[0].execution_id == "c"

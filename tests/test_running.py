@@ -18,6 +18,7 @@ from tracker.clock import utcnow
 from tracker.delivery import running
 from tracker.delivery.running import ClaimLost, HandlerRun, Interrupted, Raised, Returned
 from tracker.errors import HandlerEscape, HandlerInterrupt, TaskTimeout
+from tracker.testing import capture_logs
 
 
 def context() -> TaskContext:
@@ -29,8 +30,6 @@ def context() -> TaskContext:
         max_retries=0,
         queue="q",
         metadata={},
-        log=structlog.get_logger("test"),
-        execution=None,  # type: ignore[arg-type]
     )
 
 
@@ -49,6 +48,24 @@ async def test_a_return_and_an_exception() -> None:
     result = await run(broken)
     assert isinstance(result, Raised)
     assert isinstance(result.error, KeyError)
+
+
+async def test_every_line_a_handler_logs_carries_the_task_and_nothing_leaks_after() -> None:
+    # Given: a handler logging through a logger of its own
+    async def chatty(task: TaskContext) -> None:
+        structlog.get_logger("mine").info("working")
+
+    # When
+    with capture_logs() as logs:
+        await run(chatty)
+        structlog.get_logger("after").info("outside")
+    # Then
+    working, outside = logs
+    assert working["task_id"] == "t"
+    assert working["execution_id"] == "e"
+    assert working["queue"] == "q"
+    assert working["retry_count"] == 0
+    assert "task_id" not in outside
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from tracker import (
     create_execution,
     transition,
 )
-from tracker.store.claims import release_claim, renew_lease
+from tracker.store.leases import release_claim, renew_lease
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.usefixtures("store")]
 

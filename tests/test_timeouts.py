@@ -10,10 +10,12 @@ from tests.factories import execution_in
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
 from tracker.clock import utcnow
-from tracker.delivery.envelope import OutgoingMessage
+from tracker.delivery.envelope import Envelope, OutgoingMessage
 from tracker.delivery.processor import Processor, ProcessorOptions
+from tracker.errors import PublishError
+from tracker.service.deadlines import DeadlineListener, deadline_body
 from tracker.service.sweeper import Sweeper
-from tracker.testing import RecordingMiddleware
+from tracker.testing import RecordingMiddleware, capture_logs
 
 pytestmark = [pytest.mark.usefixtures("store")]
 
@@ -105,6 +107,47 @@ async def test_a_deadline_for_a_finished_or_reclaimed_execution_does_nothing() -
     assert (await TaskTracker.find_execution(running.execution_id)).status is TaskStatus.PROCESSING  # type: ignore[union-attr]
 
 
+class DeadlineDelivery:
+    """A deadline message as the listener receives it, recording how it was settled."""
+
+    def __init__(self, execution_id: str, token: str) -> None:
+        self.envelope = Envelope(queue="reports.timeouts", body=deadline_body(execution_id, token))
+        self.settled: list[str] = []
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+    async def requeue(self) -> None:
+        self.settled.append("requeue")
+
+    async def dead_letter(self) -> None:
+        self.settled.append("dead_letter")
+
+
+async def test_a_deadline_for_an_attempt_that_already_failed_reports_no_timeout() -> None:
+    # Given: an attempt that failed on its own under its claim, its retry scheduled
+    execution, token = await execution_in(TaskStatus.PROCESSING, queue="reports")
+    processor = Processor(consumer(max_retries=3), ProcessorOptions(worker_id="w"))
+    first = await processor.expire(execution.execution_id, token)
+    assert first is not None
+    assert first.outcome == "retried"
+    published: list[OutgoingMessage] = []
+
+    class Transport:
+        async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+            published.append(message)
+
+    listener = DeadlineListener(processor.outcomes, Transport(), 0.0)  # type: ignore[arg-type]
+    delivery = DeadlineDelivery(execution.execution_id, token)
+    # When: its deadline arrives afterwards
+    with capture_logs() as logs:
+        await listener.on_delivery(delivery)  # type: ignore[arg-type]
+    # Then: acked, the retry made sure of, and no "timed out" claimed
+    assert delivery.settled == ["ack"]
+    assert [m.message_id for m in published] == [first.publish[0].message_id]
+    assert not [line for line in logs if line["event"] == "execution timed out"]
+
+
 async def test_the_sweeper_republishes_an_execution_left_without_message() -> None:
     # Given: a publisher wrote an execution and died before publishing it
     created = await tracker.create_execution("reports:orphan", "reports", {"n": 1})
@@ -125,6 +168,32 @@ async def test_the_sweeper_republishes_an_execution_left_without_message() -> No
     assert [(m.routing_key, m.message_id) for m in published] == [
         ("reports", created.execution.execution_id)
     ]
+
+
+async def test_a_republish_the_broker_refuses_is_tried_again_and_spares_the_others() -> None:
+    # Given: two executions left without a message, and a broker refusing the first publish
+    first = await tracker.create_execution("reports:orphan-1", "reports", {"n": 1})
+    second = await tracker.create_execution("reports:orphan-2", "reports", {"n": 2})
+    published: list[str | None] = []
+    refusals = [PublishError("the broker is down")]
+
+    async def publish(message: OutgoingMessage) -> None:
+        if refusals:
+            raise refusals.pop()
+        published.append(message.message_id)
+
+    processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
+    sweeper = Sweeper({"reports": processor.outcomes}, publish, republish_after=0.05)
+    await asyncio.sleep(0.1)
+    # When: one sweep meets the refusal, the next one does not
+    first_sweep = await sweeper.sweep()
+    second_sweep = await sweeper.sweep()
+    # Then: the refused one is not marked republished, and both end up published once
+    assert first_sweep.republished == 1
+    assert second_sweep.republished == 1
+    assert sorted(published) == sorted(
+        [first.execution.execution_id, second.execution.execution_id]
+    )
 
 
 async def test_auto_archive_moves_old_dead_letters_only() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,13 @@ if TYPE_CHECKING:
     from tracker.models import TaskTracker
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TaskContext:
     """What a handler receives: the payload and identity of the execution it is running.
-    ``log`` is bound to queue, task_id, execution_id and retry_count."""
+
+    ``record``: the execution's stored document as claimed (camelCase names; not the payload,
+    the result nor the full history), which ``execution`` validates into a model on first use.
+    ``log`` is bound to queue, task_id, execution_id and retry_count on first use."""
 
     payload: Any
     task_id: str
@@ -40,9 +44,24 @@ class TaskContext:
     max_retries: int
     queue: str
     metadata: dict[str, Any]
-    log: structlog.typing.FilteringBoundLogger
-    execution: TaskTracker
     redelivered: bool = False
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        return structlog.get_logger("tracker.task").bind(  # type: ignore[no-any-return]
+            queue=self.queue,
+            task_id=self.task_id,
+            execution_id=self.execution_id,
+            retry_count=self.retry_count,
+        )
+
+    @functools.cached_property
+    def execution(self) -> TaskTracker:
+        from tracker.models import TaskTracker
+
+        execution: TaskTracker = TaskTracker.model_validate(self.record)
+        return execution
 
 
 Handler = Callable[[TaskContext], Awaitable[Any]]
@@ -88,27 +107,32 @@ class TrackedConsumer(QueueRules):
 
 
 def task_context(
-    execution: TaskTracker, rules: QueueRules, payload: Any, redelivered: bool = False
+    execution: TaskTracker | Mapping[str, Any],
+    rules: QueueRules,
+    payload: Any,
+    redelivered: bool = False,
 ) -> TaskContext:
-    """The context a handler (or an outcome recorded for it) sees of ``execution``."""
-    bound = {
-        "queue": rules.queue,
-        "task_id": execution.task_id,
-        "execution_id": execution.execution_id,
-        "retry_count": execution.retry_count,
-    }
-    return TaskContext(
-        payload=payload,
-        task_id=execution.task_id,
-        execution_id=execution.execution_id,
-        retry_count=execution.retry_count,
-        max_retries=rules.max_retries if execution.max_retries is None else execution.max_retries,
-        queue=rules.queue,
-        metadata=execution.metadata,
-        log=structlog.get_logger("tracker.task").bind(**bound),
-        execution=execution,
-        redelivered=redelivered,
+    """The context a handler (or an outcome recorded for it) sees of ``execution``: a model,
+    or its stored document as a claim read it."""
+    known = None if isinstance(execution, Mapping) else execution
+    record: Mapping[str, Any] = (
+        execution if isinstance(execution, Mapping) else execution.model_dump(by_alias=True)
     )
+    stored_max = record.get("maxRetries")
+    task = TaskContext(
+        payload=payload,
+        task_id=str(record["taskId"]),
+        execution_id=str(record["executionId"]),
+        retry_count=int(record.get("retryCount") or 0),
+        max_retries=rules.max_retries if stored_max is None else int(stored_max),
+        queue=rules.queue,
+        metadata=dict(record.get("metadata") or {}),
+        redelivered=redelivered,
+        record=record,
+    )
+    if known is not None:
+        task.__dict__["execution"] = known  # validated already
+    return task
 
 
 def tracked(

@@ -64,4 +64,18 @@ class Middleware:
 
 async def run_hooks(middleware: tuple[Middleware, ...], hook: str, *args: Any) -> None:
     for item in middleware:
-        await getattr(item, hook)(*args)
+        if _overrides(type(item), hook):
+            await getattr(item, hook)(*args)
+
+
+_OVERRIDES: dict[tuple[type, str], bool] = {}
+
+
+def _overrides(cls: type, hook: str) -> bool:
+    """Whether ``cls`` does something at ``hook``: a hook left as the base class's no-op is
+    not called at all (most middleware overrides two or three of a dozen hooks, and each
+    call is a coroutine made and awaited for every delivery)."""
+    known = _OVERRIDES.get((cls, hook))
+    if known is None:
+        known = _OVERRIDES[(cls, hook)] = getattr(cls, hook) is not getattr(Middleware, hook, None)
+    return known

@@ -153,8 +153,7 @@ class TaskTracker(Document):
             .sort([("createdAt", SortDirection.ASCENDING)])
             .to_list()
         )
-        # createdAt has millisecond resolution; retryCount orders attempts made within one.
-        return sorted(chain, key=lambda doc: (doc.created_at, doc.retry_count))
+        return in_attempt_order(chain)
 
     @classmethod
     async def find_stuck_tasks(
@@ -200,3 +199,24 @@ class TaskTracker(Document):
         if task_id is not None:
             query["taskId"] = check_id(task_id, "task_id")
         return await cls.find_one(query)
+
+
+def in_attempt_order(executions: list[TaskTracker]) -> list[TaskTracker]:
+    """``executions`` of one task, each retry right after the attempt it retries, chains by
+    their first attempt's ``createdAt``. The links, not the times, order a chain: processes'
+    clocks differ by milliseconds, and a retry is created milliseconds after its attempt."""
+    by_id = {execution.execution_id: execution for execution in executions}
+    retries = {e.next_execution_id for e in executions if e.next_execution_id is not None}
+    firsts = [e for e in executions if e.execution_id not in retries]
+    ordered: list[TaskTracker] = []
+    seen: set[str] = set()
+    for first in sorted(firsts, key=lambda e: (e.created_at, e.retry_count)):
+        current: TaskTracker | None = first
+        while current is not None and current.execution_id not in seen:
+            seen.add(current.execution_id)
+            ordered.append(current)
+            following = current.next_execution_id
+            current = None if following is None else by_id.get(following)
+    # A chain whose links loop (written by hand): by time, after the others.
+    rest = [e for e in executions if e.execution_id not in seen]
+    return ordered + sorted(rest, key=lambda e: (e.created_at, e.retry_count))

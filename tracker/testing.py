@@ -123,6 +123,7 @@ STORE_METHODS = (
     "find",
     "find_one",
     "find_one_and_update",
+    "bulk_write",
     "update_one",
     "update_many",
     "insert_one",

@@ -62,7 +62,9 @@ class Transport(Protocol):
     async def declare(self, rules: QueueRules) -> None:
         """Every queue a tracked queue needs: work, dead letters, retry delays, deadlines."""
 
-    async def consume(self, queue: str, on_delivery: OnDelivery) -> Subscription: ...
+    async def consume(self, queue: str, on_delivery: OnDelivery) -> Subscription:
+        """Call ``on_delivery`` for each delivery of ``queue`` until the subscription is
+        cancelled."""
 
     async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
         """Publish persistently; with ``confirm``, return once the broker has it and raise

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -25,6 +27,7 @@ from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.store.claims import Claim, ClaimRequest, claim_many
 from tracker.store.executions import create_execution
+from tracker.store.group_commit import DEFAULT_MAX_BATCH, GroupCommit
 from tracker.validation import printable
 
 log = structlog.get_logger("tracker.claiming")
@@ -36,13 +39,16 @@ class ProcessorOptions:
     ``requeue_delay``: the pause before a delivery is requeued while MongoDB is down;
     ``store_retry_budget``: how long an outcome write is retried before giving up;
     ``timeout_grace``: how long past the consumer's timeout the worker itself stops a handler
-    (the deadline listener fails the execution at the timeout)."""
+    (the deadline listener fails the execution at the timeout); ``max_batch``: the most
+    claims, or completions, of concurrent deliveries written in one round trip (1: each on
+    its own)."""
 
     worker_id: str
     lease: float = 30.0
     requeue_delay: float = 1.0
     store_retry_budget: float = 10.0
     timeout_grace: float = 5.0
+    max_batch: int = DEFAULT_MAX_BATCH
 
 
 @dataclass
@@ -76,13 +82,14 @@ class Claiming:
         self.middleware = middleware
         self.outcomes = outcomes
         self.rejections = rejections
+        self.claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(claim_many, options.max_batch)
 
     async def claim(
         self, envelope: Envelope, message: TaskMessage | InvalidMessage
     ) -> Claimed | Decision:
         request = self._claim_request(message)
         while True:
-            claim = None if request is None else (await claim_many([request]))[0]
+            claim = None if request is None else await self.claims.submit(request)
             action = decide(
                 valid=isinstance(message, TaskMessage),
                 redelivered=envelope.redelivered,
@@ -99,15 +106,16 @@ class Claiming:
             assert isinstance(message, TaskMessage)
             return await self._track_on_arrival(envelope, message)
         assert claim is not None
-        assert claim.execution is not None
+        assert claim.document is not None
         if action is Action.RUN:
             assert isinstance(message, TaskMessage)
             assert claim.token is not None
-            return self._claimed(envelope, message, claim.execution, claim.token)
+            return self._claimed(envelope, message, claim.document, claim.token)
         if action is Action.REJECT_CLAIMED:
             assert isinstance(message, InvalidMessage)
             assert claim.token is not None
             return await self.rejections.reject_claimed(envelope, message, claim.token)
+        assert claim.execution is not None
         return await self._duplicate(envelope, claim.execution, action)
 
     def _claim_request(self, message: TaskMessage | InvalidMessage) -> ClaimRequest | None:
@@ -175,7 +183,11 @@ class Claiming:
         return self._claimed(envelope, message, found, token)
 
     def _claimed(
-        self, envelope: Envelope, message: TaskMessage, execution: TaskTracker, token: str
+        self,
+        envelope: Envelope,
+        message: TaskMessage,
+        execution: TaskTracker | Mapping[str, Any],
+        token: str,
     ) -> Claimed:
         task = task_context(execution, self.consumer, message.payload, envelope.redelivered)
         claimed: Claimed
@@ -185,7 +197,7 @@ class Claiming:
             if claimed.handler_run is not None:
                 claimed.handler_run.cancel()
 
-        heartbeat = Heartbeat(execution.execution_id, token, self.options.lease, on_lost)
+        heartbeat = Heartbeat(task.execution_id, token, self.options.lease, on_lost, task.task_id)
         claimed = Claimed(task=task, token=token, envelope=envelope, heartbeat=heartbeat)
         heartbeat.start()
         return claimed
@@ -230,12 +242,12 @@ def _as_invalid(message: TaskMessage | InvalidMessage) -> InvalidMessage:
 
 
 def _sighting(claim: Claim) -> Sighting:
-    execution = claim.execution
-    if execution is None:
+    document = claim.document
+    if document is None:
         return Sighting(found=False, foreign=claim.foreign)
     return Sighting(
         found=True,
         won=claim.won,
-        status=execution.status,
-        has_next_execution=execution.next_execution_id is not None,
+        status=claim.status,
+        has_next_execution=document.get("nextExecutionId") is not None,
     )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import structlog
 from pymongo.errors import PyMongoError
 
-from tracker.store.claims import renew_lease
+from tracker.store.leases import renew_lease
 
 log = structlog.get_logger("tracker.leases")
 
@@ -25,9 +25,15 @@ class Heartbeat:
     ``on_lost`` is called once if the claim is lost."""
 
     def __init__(
-        self, execution_id: str, token: str, lease: float, on_lost: Callable[[], None]
+        self,
+        execution_id: str,
+        token: str,
+        lease: float,
+        on_lost: Callable[[], None],
+        task_id: str | None = None,
     ) -> None:
         self.execution_id = execution_id
+        self.task_id = task_id
         self.token = token
         self.lease = lease
         self.on_lost = on_lost
@@ -54,7 +60,9 @@ class Heartbeat:
 
     async def _renew(self) -> None:
         try:
-            held = await renew_lease(self.execution_id, self.token, self.lease)
+            held = await renew_lease(
+                self.execution_id, self.token, self.lease, task_id=self.task_id
+            )
         except PyMongoError as error:
             # MongoDB may be back before the lease ends: keep trying at the usual pace.
             log.warning("lease renewal failed", error=str(error))

@@ -42,6 +42,7 @@ from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.store import transitions
 from tracker.store.errors import describe, is_transient
+from tracker.store.group_commit import DEFAULT_MAX_BATCH, GroupCommit
 from tracker.validation import storage_problem
 
 log = structlog.get_logger("tracker.outcomes")
@@ -61,12 +62,18 @@ class Outcomes:
         worker_id: str,
         middleware: tuple[Middleware, ...] = (),
         store_retry_budget: float = 10.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.rules = rules
         self.retries = Retries(rules)
         self.worker_id = worker_id
         self.middleware = middleware
         self.store_retry_budget = store_retry_budget
+        # Completions of concurrent deliveries share a round trip; failures, rare and each
+        # followed by its retry's own writes, go one by one.
+        self.completions: GroupCommit[transitions.Transition, transitions.TransitionResult] = (
+            GroupCommit(transitions.apply, max_batch)
+        )
 
     # -- the handler's outcome ---------------------------------------------------------------
 
@@ -79,17 +86,16 @@ class Outcomes:
             return await self.fail(task, token, UnstorableResult(problem), envelope)
         # A repeated write of our own completion (its reply was lost) reports no change:
         # it is still this completion.
-        await self._store_write(
-            lambda: transitions.transition(
-                task.execution_id,
-                TaskStatus.COMPLETED,
-                claim_token=token,
-                message="completed",
-                worker=self.worker_id,
-                task_id=task.task_id,
-                fields={"result": stored, **expiry(self.rules.retention)},
-            )
+        completion = transitions.Transition(
+            task.execution_id,
+            TaskStatus.COMPLETED,
+            claim_token=token,
+            message="completed",
+            worker=self.worker_id,
+            fields={"result": stored, **expiry(self.rules.retention)},
+            task_id=task.task_id,
         )
+        await self._store_write(lambda: self.completions.submit(completion))
         task.log.debug("task completed")
         return Decision("completed", execution_id=task.execution_id)
 

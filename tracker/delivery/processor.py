@@ -35,8 +35,8 @@ from tracker.delivery.running import (
 from tracker.errors import HandlerInterrupt, StaleClaimError
 from tracker.lifecycle import ErrorCategory
 from tracker.middleware import Middleware, run_hooks
-from tracker.store.claims import release_claim
 from tracker.store.errors import describe, is_store_error, is_transient
+from tracker.store.leases import release_claim
 
 log = structlog.get_logger("tracker.processor")
 
@@ -54,7 +54,7 @@ class Processor:
         self.options = options
         self.middleware = middleware
         self.outcomes = Outcomes(
-            consumer, options.worker_id, middleware, options.store_retry_budget
+            consumer, options.worker_id, middleware, options.store_retry_budget, options.max_batch
         )
         self.rejections = Rejections(consumer.queue, middleware)
         self.claiming = Claiming(consumer, options, middleware, self.outcomes, self.rejections)
@@ -93,17 +93,9 @@ class Processor:
         case it cannot."""
         task = claimed.task
         await run_hooks(self.middleware, "after_claim", task)
-        with structlog.contextvars.bound_contextvars(
-            queue=task.queue,
-            task_id=task.task_id,
-            execution_id=task.execution_id,
-            retry_count=task.retry_count,
-        ):
-            claimed.handler_run = HandlerRun(
-                self.consumer.handler, task, lambda: claimed.claim_lost
-            )
-            limit = self.consumer.timeout + self.options.timeout_grace
-            return await claimed.handler_run.run(limit, self.consumer.timeout_text())
+        claimed.handler_run = HandlerRun(self.consumer.handler, task, lambda: claimed.claim_lost)
+        limit = self.consumer.timeout + self.options.timeout_grace
+        return await claimed.handler_run.run(limit, self.consumer.timeout_text())
 
     async def finish(self, claimed: Claimed, ran: Ran) -> Decision:
         """Make the outcome of a handler run durable and say what follows."""
@@ -151,14 +143,18 @@ class Processor:
         still_running = claimed.handler_run is not None and claimed.handler_run.abandoned
         if self.release_on_cancel and not still_running:
             with contextlib.suppress(PyMongoError, asyncio.CancelledError):
-                await release_claim(claimed.task.execution_id, claimed.token)
+                await release_claim(
+                    claimed.task.execution_id, claimed.token, task_id=claimed.task.task_id
+                )
 
     async def _interrupted(self, claimed: Claimed, interrupt: HandlerInterrupt) -> Decision:
         """The handler asked the process to stop: no outcome; the claim is released, and the
         delivery, left unsettled, returns to the queue when the worker's channel closes."""
         claimed.task.log.error("handler interrupted the worker", error=str(interrupt))
         with contextlib.suppress(PyMongoError):
-            await release_claim(claimed.task.execution_id, claimed.token)
+            await release_claim(
+                claimed.task.execution_id, claimed.token, task_id=claimed.task.task_id
+            )
         return Decision("interrupted", execution_id=claimed.task.execution_id, interrupt=interrupt)
 
     async def expire(self, execution_id: str, claim_token: str | None) -> Decision | None:

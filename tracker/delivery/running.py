@@ -113,7 +113,16 @@ class HandlerRun:
 async def _guarded(handler: Handler, task: TaskContext) -> Any:
     """The handler, with what must not escape into the event loop turned into exceptions:
     ``KeyboardInterrupt``/``SystemExit`` would stop the loop itself, and other
-    non-``Exception`` errors have no outcome of their own."""
+    non-``Exception`` errors have no outcome of their own.
+
+    Every log line the handler writes, through any structlog logger, carries the task's
+    identity: bound in the handler's own task, whose context ends with it."""
+    structlog.contextvars.bind_contextvars(
+        queue=task.queue,
+        task_id=task.task_id,
+        execution_id=task.execution_id,
+        retry_count=task.retry_count,
+    )
     try:
         return await handler(task)
     except asyncio.CancelledError:

@@ -5,10 +5,12 @@ middleware that moves them. Labels are bounded: queue, handler, status, category
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from tracker.clock import utcnow
+from tracker.clock import as_utc, utcnow
 from tracker.consumer import TaskContext
 from tracker.delivery.decision import Decision
 from tracker.delivery.envelope import Envelope
@@ -191,6 +193,25 @@ class TrackerMetrics:
             self.processing_duration.labels(queue, handler, status.value)
 
 
+class _QueueSeries:
+    """The series every delivery of one queue moves, looked up once (a ``labels()`` call
+    per delivery and metric costs more than the increment)."""
+
+    def __init__(self, metrics: TrackerMetrics, queue: str, handler: str) -> None:
+        self.in_progress = metrics.in_progress.labels(queue, handler)
+        self.queue_wait = metrics.queue_wait.labels(queue)
+        self.completed = metrics.completed.labels(queue, handler)
+        self.stale = metrics.stale_outcomes.labels(queue, handler)
+        self.durations = {
+            outcome: metrics.processing_duration.labels(queue, handler, status.value)
+            for outcome, status in (
+                ("completed", TaskStatus.COMPLETED),
+                ("retried", TaskStatus.FAILED),
+                ("dead_lettered", TaskStatus.DLQ),
+            )
+        }
+
+
 class MetricsMiddleware(Middleware):
     """Moves ``metrics`` as deliveries and enqueues happen; ``handlers`` maps each queue to
     its handler's name (the ``handler`` label)."""
@@ -199,48 +220,51 @@ class MetricsMiddleware(Middleware):
         self.metrics = metrics
         self.handlers = dict(handlers or {})
         self._started: dict[str, float] = {}
+        self._series: dict[str, _QueueSeries] = {}
         for queue, handler in self.handlers.items():
             metrics.declare(queue, handler)
 
     def watch(self, queues: Iterable[tuple[str, str]]) -> None:
         for queue, handler in queues:
             self.handlers[queue] = handler
+            self._series.pop(queue, None)
             self.metrics.declare(queue, handler)
 
     def _handler(self, queue: str) -> str:
         return self.handlers.get(queue, "unknown")
 
+    def _of(self, queue: str) -> _QueueSeries:
+        series = self._series.get(queue)
+        if series is None:
+            series = self._series[queue] = _QueueSeries(self.metrics, queue, self._handler(queue))
+        return series
+
     async def after_claim(self, task: TaskContext) -> None:
-        started = task.execution.processing_started_at or utcnow()
+        series = self._of(task.queue)
+        started = _moment(task.record.get("processingStartedAt")) or utcnow()
         self._started[task.execution_id] = started.timestamp()
-        self.metrics.in_progress.labels(task.queue, self._handler(task.queue)).inc()
-        wait = (started - task.execution.enqueued_at).total_seconds()
-        self.metrics.queue_wait.labels(task.queue).observe(max(wait, 0.0))
+        series.in_progress.inc()
+        enqueued = _moment(task.record.get("enqueuedAt"))
+        if enqueued is not None:
+            series.queue_wait.observe(max((started - enqueued).total_seconds(), 0.0))
 
     async def after_handler(self, task: TaskContext, error: BaseException | None) -> None:
-        self.metrics.in_progress.labels(task.queue, self._handler(task.queue)).dec()
+        self._of(task.queue).in_progress.dec()
 
     async def on_abandoned(self, task: TaskContext) -> None:
-        self.metrics.in_progress.labels(task.queue, self._handler(task.queue)).dec()
+        self._of(task.queue).in_progress.dec()
         self._started.pop(task.execution_id, None)
 
     async def after_outcome(self, task: TaskContext, decision: Decision) -> None:
-        handler = self._handler(task.queue)
-        status = {
-            "completed": TaskStatus.COMPLETED,
-            "retried": TaskStatus.FAILED,
-            "dead_lettered": TaskStatus.DLQ,
-        }.get(decision.outcome)
+        series = self._of(task.queue)
         started = self._started.pop(task.execution_id, None)
         if decision.outcome == "completed":
-            self.metrics.completed.labels(task.queue, handler).inc()
+            series.completed.inc()
         elif decision.outcome == "stale":
-            self.metrics.stale_outcomes.labels(task.queue, handler).inc()
-        if status is not None and started is not None:
-            elapsed = utcnow().timestamp() - started
-            self.metrics.processing_duration.labels(task.queue, handler, status.value).observe(
-                max(elapsed, 0.0)
-            )
+            series.stale.inc()
+        duration = series.durations.get(decision.outcome)
+        if duration is not None and started is not None:
+            duration.observe(max(utcnow().timestamp() - started, 0.0))
 
     async def on_failure(
         self, task: TaskContext, category: ErrorCategory, retried: bool, error: BaseException
@@ -271,3 +295,8 @@ class MetricsMiddleware(Middleware):
 
     async def on_archived(self, queue: str, count: int) -> None:
         self.metrics.archived.labels(queue).inc(count)
+
+
+def _moment(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime; None when there is none."""
+    return as_utc(value) if isinstance(value, datetime) else None

@@ -61,8 +61,8 @@ class DeadlineMiddleware(Middleware):
         return min(self._defer, self._timeouts[queue] / 2)
 
     async def after_claim(self, task: TaskContext) -> None:
-        token = task.execution.claim_token
-        if token is None or task.queue not in self._timeouts:
+        token = task.record.get("claimToken")
+        if not isinstance(token, str) or task.queue not in self._timeouts:
             return
         loop = asyncio.get_running_loop()
         self._pending[task.execution_id] = loop.call_later(
@@ -133,7 +133,9 @@ class DeadlineListener:
             await asyncio.sleep(self.requeue_delay)
             await _quietly(delivery.requeue)
             return
-        if decision is not None:
+        # "stale": the attempt had already ended (failed under its claim, the retry made
+        # sure of): nothing timed out now.
+        if decision is not None and decision.outcome != "stale":
             log.warning(
                 "execution timed out",
                 queue=queue,

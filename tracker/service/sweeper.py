@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 from tracker.clock import utcnow
 from tracker.delivery.envelope import OutgoingMessage
 from tracker.delivery.outcomes import Outcomes
+from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
 from tracker.middleware import run_hooks
 from tracker.models import TaskTracker
@@ -144,7 +145,18 @@ class Sweeper(Periodic):
         )
         if not result.matched_count:
             return 0
-        await self.publish(outcomes.retries.message_for(execution, 0.0))
+        try:
+            await self.publish(outcomes.retries.message_for(execution, 0.0))
+        except PublishError as error:
+            # Not republished after all: the next sweep tries again; the others go on now.
+            await connection.collection().update_one(
+                {"taskId": execution.task_id, "executionId": execution.execution_id},
+                {"$unset": {"republishedAt": ""}},
+            )
+            log.warning(
+                "could not republish", execution_id=execution.execution_id, error=str(error)
+            )
+            return 0
         if execution.publish_unconfirmed_at is not None:
             await connection.collection().update_one(
                 {"executionId": execution.execution_id},

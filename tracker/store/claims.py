@@ -1,5 +1,5 @@
 """Claims: the write that moves an execution from queued to processing under a claim token
-and a lease, and the lease's renewal and release.
+and a lease (renewed and released in ``leases``).
 
 The token fences every later outcome: only its holder can finish the execution. A claim
 whose lease has expired can be taken over; its holder is presumed dead, and its late outcome
@@ -8,22 +8,23 @@ is refused by the token.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 
-from tracker.constants import DEFAULT_TIMEOUT_SECONDS, HISTORY_LIMIT
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
-from tracker.store.transitions import history_entry
+from tracker.store.bulk import update_each
+from tracker.store.claim_pipeline import claim_pipeline
+from tracker.store.errors import is_store_error, is_transient
 from tracker.validation import check_id, check_optional_id
 
-P, Q = TaskStatus.PROCESSING, TaskStatus.QUEUED
+P = TaskStatus.PROCESSING
 
 
 @dataclass(frozen=True)
@@ -59,27 +60,56 @@ class ClaimRequest:
 
 @dataclass(frozen=True)
 class Claim:
-    """The result of a claim attempt: ``execution`` is the document after the attempt (None
-    when no record exists); ``token`` is set only when this call won the claim."""
+    """The result of a claim attempt: ``document`` is the execution's stored document after
+    the attempt (``CLAIM_PROJECTION`` of it; None when no record exists); ``token`` is set
+    only when this call won the claim."""
 
-    execution: TaskTracker | None
+    document: dict[str, Any] | None
     token: str | None
     foreign: bool = False
+
+    @functools.cached_property
+    def execution(self) -> TaskTracker | None:
+        """The document as a model (validated on first use: a delivery rarely needs it)."""
+        return None if self.document is None else TaskTracker.model_validate(self.document)
 
     @property
     def won(self) -> bool:
         return self.token is not None
 
     @property
+    def status(self) -> TaskStatus | None:
+        return None if self.document is None else TaskStatus(self.document["status"])
+
+    @property
     def taken_over(self) -> bool:
         """The claim replaced another worker's whose lease had expired."""
-        history = self.execution.history if self.execution else []
-        return self.won and len(history) >= 2 and history[-2].status is P
+        history = (self.document or {}).get("history") or []
+        return self.won and len(history) >= 2 and history[-2].get("status") == P.value
 
 
-async def claim_many(batch: Sequence[ClaimRequest]) -> list[Claim]:
-    """Attempt every claim of ``batch``; one result each, in order."""
-    return [await _claim_one(request) for request in batch]
+async def claim_many(batch: Sequence[ClaimRequest]) -> list[Claim | Exception]:
+    """Attempt every claim of ``batch``; one result each, in order: the claim, or the store
+    error that refused that claim alone. An error of the whole batch is raised."""
+    if len(batch) == 1:
+        return [await _claim_one(batch[0])]
+    try:
+        return await _claim_batch(batch)
+    except Exception as error:
+        if is_transient(error) or not is_store_error(error):
+            raise
+        # The batch as a whole was refused (nothing of it applied): each claim alone finds
+        # the one that cannot be made, and the others are made.
+        return [await _alone(request) for request in batch]
+
+
+async def _alone(request: ClaimRequest) -> Claim | Exception:
+    try:
+        return await _claim_one(request)
+    except Exception as error:
+        if is_transient(error) or not is_store_error(error):
+            raise
+        return error
 
 
 async def claim(
@@ -99,10 +129,9 @@ async def claim(
     check_id(execution_id, "execution_id")
     check_id(worker, "worker")
     check_optional_id(task_id, "task_id")
-    [result] = await claim_many(
-        [ClaimRequest(execution_id, worker, lease, timeout, default_max_retries, task_id)]
+    return await _claim_one(
+        ClaimRequest(execution_id, worker, lease, timeout, default_max_retries, task_id)
     )
-    return result
 
 
 # What a claim returns: the fields the delivery needs, not the payload (it is in the
@@ -114,80 +143,85 @@ CLAIM_PROJECTION: dict[str, Any] = {
     "rawBody": 0,
     "history": {"$slice": -2},
 }
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def lease_over(now: Any, default_timeout: float) -> dict[str, Any]:
-    """Whether a processing execution's claim may be taken over at ``now``: its lease has
-    run out, or it has none (a Node service's document written without the plugin) and its
-    timeout (its own, else ``default_timeout``) has passed since it started."""
-    without_lease = {
-        "$gte": [
-            {"$subtract": [now, {"$ifNull": ["$processingStartedAt", EPOCH]}]},
-            {"$multiply": [{"$ifNull": ["$timeoutSeconds", default_timeout]}, 1000]},
-        ]
-    }
-    return {
-        "$cond": [
-            {"$gt": ["$leaseExpiresAt", None]},
-            {"$lte": ["$leaseExpiresAt", now]},
-            without_lease,
-        ]
-    }
+def _claim_pipeline(request: ClaimRequest, token: str) -> list[dict[str, Any]]:
+    return claim_pipeline(
+        token, request.worker, request.lease, request.timeout, request.default_max_retries
+    )
 
 
 async def _claim_one(request: ClaimRequest) -> Claim:
-    clock = connection.server_clock()
-    now = clock.now()
-    token = str(uuid.uuid4())
-    timeout = DEFAULT_TIMEOUT_SECONDS if request.timeout is None else request.timeout
-    claimable = {
-        "$or": [
-            {"$eq": ["$status", Q.value]},
-            {"$and": [{"$eq": ["$status", P.value]}, lease_over(now, timeout)]},
-        ]
-    }
-    entry = history_entry(P, now, "claimed", request.worker)
-    claimed_fields: dict[str, Any] = {
-        "status": P.value,
-        "claimToken": token,
-        "claimedBy": request.worker,
-        "processingStartedAt": now,
-        "leaseExpiresAt": clock.later(now, request.lease),
-        "updatedAt": now,
-        "history": {
-            "$slice": [{"$concatArrays": [{"$ifNull": ["$history", []]}, [entry]]}, -HISTORY_LIMIT]
-        },
-    }
-    if request.timeout is not None:
-        claimed_fields["timeoutSeconds"] = request.timeout
-        claimed_fields["timeoutAt"] = clock.later(now, request.timeout)
-    if request.default_max_retries is not None:
-        claimed_fields["maxRetries"] = {"$ifNull": ["$maxRetries", request.default_max_retries]}
-    pipeline: list[dict[str, Any]] = [
-        {"$set": {"_claimable": claimable}},
-        {
-            "$set": {
-                name: {"$cond": ["$_claimable", value, f"${name}"]}
-                for name, value in claimed_fields.items()
-            }
-        },
-        # mongomock implements no $unset stage; an exclusion $project is the same on a server.
-        {"$project": {"_claimable": 0}},
-    ]
-    query = await _routed(request)
+    """One claim in one round trip: the update returns the document."""
+    query = await routed(request)
     if query is None:
-        return Claim(execution=None, token=None)
+        return Claim(document=None, token=None)
+    token = str(uuid.uuid4())
     doc = await connection.collection().find_one_and_update(
-        query, pipeline, projection=CLAIM_PROJECTION, return_document=ReturnDocument.AFTER
+        query,
+        _claim_pipeline(request, token),
+        projection=CLAIM_PROJECTION,
+        return_document=ReturnDocument.AFTER,
     )
+    return await _claim_of(request, doc, token)
+
+
+async def _claim_batch(batch: Sequence[ClaimRequest]) -> list[Claim | Exception]:
+    """Several claims in two round trips: one unordered bulk write of one update per
+    execution (each filtered by its task, so each goes to one shard), then one read of the
+    documents, in which each claim's own token says whether it won."""
+    tokens = [str(uuid.uuid4()) for _ in batch]
+    queries = [await routed(request) for request in batch]
+    operations = []
+    written: list[int] = []
+    for index, (request, query, token) in enumerate(zip(batch, queries, tokens, strict=True)):
+        if query is not None:
+            operations.append(UpdateOne(query, _claim_pipeline(request, token)))
+            written.append(index)
+    outcome = await update_each(operations)
+    failed = {written[position]: error for position, error in outcome.errors.items()}
+    documents = await _read_back([query for query in queries if query is not None])
+    claims: list[Claim | Exception] = []
+    for index, (request, query, token) in enumerate(zip(batch, queries, tokens, strict=True)):
+        if index in failed:
+            claims.append(failed[index])
+        elif query is None:
+            claims.append(Claim(document=None, token=None))
+        else:
+            doc = documents.get((query["taskId"], request.execution_id))
+            claims.append(await _claim_of(request, _fenced(doc, query), token))
+    return claims
+
+
+async def _read_back(queries: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The claimed executions' documents by task and execution id. The read names the tasks
+    (the shard key), so it goes only to the shards that hold them."""
+    if not queries:
+        return {}
+    cursor = connection.collection().find(
+        {
+            "taskId": {"$in": sorted({query["taskId"] for query in queries})},
+            "executionId": {"$in": sorted({query["executionId"] for query in queries})},
+        },
+        projection=CLAIM_PROJECTION,
+    )
+    return {(doc["taskId"], doc["executionId"]): doc async for doc in cursor}
+
+
+def _fenced(doc: dict[str, Any] | None, query: dict[str, Any]) -> dict[str, Any] | None:
+    """``doc`` if it is inside the claim's fence (its queue, when the claim names one)."""
+    if doc is None or ("queueName" in query and doc.get("queueName") != query["queueName"]):
+        return None
+    return doc
+
+
+async def _claim_of(request: ClaimRequest, doc: dict[str, Any] | None, token: str) -> Claim:
     if doc is None:
-        return Claim(execution=None, token=None, foreign=await _exists_elsewhere(request))
-    execution = TaskTracker.model_validate(doc)
-    return Claim(execution=execution, token=token if execution.claim_token == token else None)
+        return Claim(document=None, token=None, foreign=await _exists_elsewhere(request))
+    return Claim(document=doc, token=token if doc.get("claimToken") == token else None)
 
 
-async def _routed(request: ClaimRequest) -> dict[str, Any] | None:
+async def routed(request: ClaimRequest) -> dict[str, Any] | None:
     """The claim's filter with the task in it (the shard key): looked up when the caller
     did not fence the claim by task; None when no such execution exists."""
     query = request.filter()
@@ -210,35 +244,3 @@ async def _exists_elsewhere(request: ClaimRequest) -> bool:
         {"executionId": request.execution_id}, projection={"_id": 1}
     )
     return found is not None
-
-
-async def renew_lease(
-    execution_id: str, claim_token: str, lease: float, *, task_id: str | None = None
-) -> bool:
-    """Extend the holder's lease (on the server's clock); False when the claim is lost."""
-    return await _set_lease(execution_id, claim_token, lease, task_id)
-
-
-async def release_claim(execution_id: str, claim_token: str, *, task_id: str | None = None) -> bool:
-    """Expire the holder's lease now, so the next delivery takes the execution over at once
-    (used when a worker stops with the handler unfinished)."""
-    return await _set_lease(execution_id, claim_token, 0.0, task_id)
-
-
-async def _set_lease(
-    execution_id: str, claim_token: str, lease: float, task_id: str | None
-) -> bool:
-    check_id(execution_id, "execution_id")
-    check_id(claim_token, "claim_token")
-    check_optional_id(task_id, "task_id")
-    query = await _routed(ClaimRequest(execution_id, "-", 0.0, task_id=task_id))
-    if query is None:
-        return False
-    clock = connection.server_clock()
-    now = clock.now()
-    ends = now if lease <= 0 else clock.later(now, lease)
-    result = await connection.collection().update_one(
-        {**query, "claimToken": claim_token, "status": P.value},
-        [{"$set": {"leaseExpiresAt": ends, "updatedAt": now}}],
-    )
-    return result.matched_count == 1

@@ -15,7 +15,7 @@ from tracker.clock import new_execution_id, seconds
 from tracker.constants import MESSAGE_VERSION
 from tracker.errors import ConfigurationError, WaitTimeoutError
 from tracker.lifecycle import FINAL_STATUSES, INITIAL_STATUSES, TaskStatus
-from tracker.models import TaskTracker
+from tracker.models import TaskTracker, in_attempt_order
 from tracker.store import connection
 from tracker.store.transitions import history_entry, transition
 from tracker.validation import (
@@ -27,6 +27,8 @@ from tracker.validation import (
 )
 
 MAX_REASON_CHARS = 2048
+# How many of a task's newest executions are read to find its last attempt.
+LATEST_WINDOW = 20
 
 
 @dataclass(frozen=True)
@@ -149,14 +151,15 @@ async def find_recent_completion(task_id: str, window: float | timedelta) -> Tas
 
 
 async def find_latest_execution(task_id: str) -> TaskTracker | None:
+    """The last attempt of the task's newest chain of attempts."""
     check_id(task_id, "task_id")
-    latest = (
+    recent = (
         await TaskTracker.find({"taskId": task_id})
         .sort([("createdAt", SortDirection.DESCENDING)])
-        .limit(1)
+        .limit(LATEST_WINDOW)
         .to_list()
     )
-    return latest[0] if latest else None
+    return in_attempt_order(recent[::-1])[-1] if recent else None
 
 
 async def wait_until_complete(

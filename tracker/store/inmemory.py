@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import mongomock
+import mongomock.collection
 from mongomock_motor import (
     AsyncLatentCommandCursor,
     AsyncMongoMockClient,
@@ -67,6 +68,17 @@ def _apply_fixes() -> None:
         )
 
     setattr(AsyncMongoMockCollection, "create_indexes", create_indexes)  # noqa: B010
+
+    # PyMongo 4.11's UpdateOne passes ``sort`` to the bulk builder, which mongomock's does not
+    # take. The tracker never sorts an update: an unsorted one is passed on as before.
+    original_add_update: Any = mongomock.collection.BulkOperationBuilder.add_update
+
+    def add_update(self: Any, *args: Any, sort: Any = None, **kw: Any) -> Any:
+        if sort is not None:
+            raise NotImplementedError("the in-memory MongoDB cannot sort a bulk update")
+        return original_add_update(self, *args, **kw)
+
+    setattr(mongomock.collection.BulkOperationBuilder, "add_update", add_update)  # noqa: B010
 
 
 def _sparse_equivalent(index: IndexModel) -> IndexModel:

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo import UpdateOne
+
 from tracker.constants import HISTORY_LIMIT
 from tracker.errors import (
     InvalidTransitionError,
@@ -26,6 +28,8 @@ from tracker.errors import (
 )
 from tracker.lifecycle import ENTERED_AT, TaskStatus, sources
 from tracker.store import connection
+from tracker.store.bulk import update_each
+from tracker.store.errors import is_store_error, is_transient
 from tracker.validation import check_id, check_optional_id
 
 TransitionResult = tuple[TaskStatus, bool]
@@ -57,11 +61,36 @@ def history_entry(
     return entry
 
 
-async def apply(batch: Sequence[Transition]) -> list[TransitionResult | TrackerError]:
+async def apply(batch: Sequence[Transition]) -> list[TransitionResult | Exception]:
     """Apply each transition of ``batch``; each result is ``(target, changed)`` or the error
     that explains a refusal (``StaleClaimError``, ``InvalidTransitionError``,
-    ``TaskNotFoundError``). Errors of the store itself propagate."""
-    return [await _apply_one(change) for change in batch]
+    ``TaskNotFoundError``, or a store error that refused that write alone). An error of the
+    whole batch is raised.
+
+    Several transitions go out as one unordered bulk write. When some of them find their
+    execution already at the target, the count of writes applied may not say which of them
+    applied: then each reports ``changed`` False, as a write repeated after its reply was
+    lost does."""
+    several = len(batch) > 1 and len({change.execution_id for change in batch}) == len(batch)
+    if not several:
+        return [await _apply_one(change) for change in batch]
+    try:
+        return await _apply_batch(batch)
+    except Exception as error:
+        if is_transient(error) or not is_store_error(error):
+            raise
+        # The batch as a whole was refused (nothing of it applied): each write alone finds
+        # the one that cannot be made.
+        return [await _alone(change) for change in batch]
+
+
+async def _alone(change: Transition) -> TransitionResult | Exception:
+    try:
+        return await _apply_one(change)
+    except Exception as error:
+        if is_transient(error) or not is_store_error(error):
+            raise
+        return error
 
 
 async def transition(
@@ -93,12 +122,59 @@ async def transition(
     [result] = await apply(
         [Transition(execution_id, target, claim_token, message, worker, fields, task_id)]
     )
-    if isinstance(result, TrackerError):
+    if isinstance(result, Exception):
         raise result
     return result
 
 
 async def _apply_one(change: Transition) -> TransitionResult | TrackerError:
+    query = await _query(change)
+    if isinstance(query, TrackerError):
+        return query
+    result = await connection.collection().update_one(query, _update(change))
+    if result.matched_count == 1:
+        return change.target, True
+    doc = await connection.collection().find_one(
+        {"taskId": query["taskId"], "executionId": change.execution_id},
+        projection=_EXPLAIN_PROJECTION,
+    )
+    return _refusal(change, doc)
+
+
+async def _apply_batch(batch: Sequence[Transition]) -> list[TransitionResult | Exception]:
+    results: list[TransitionResult | Exception | None] = [None] * len(batch)
+    writes: list[tuple[int, dict[str, Any]]] = []
+    for index, change in enumerate(batch):
+        query = await _query(change)
+        if isinstance(query, TrackerError):
+            results[index] = query
+        else:
+            writes.append((index, query))
+    outcome = await update_each([UpdateOne(query, _update(batch[i])) for i, query in writes])
+    for position, error in outcome.errors.items():
+        results[writes[position][0]] = error
+    applied = [(index, query) for index, query in writes if results[index] is None]
+    if outcome.matched == len(applied):
+        for index, _ in applied:
+            results[index] = (batch[index].target, True)
+    else:
+        # Some were refused: their documents say which, and why.
+        docs = await _documents([query for _, query in applied])
+        at_target = []
+        for index, query in applied:
+            refusal = _refusal(batch[index], docs.get((query["taskId"], query["executionId"])))
+            results[index] = refusal
+            if refusal == (batch[index].target, False):
+                at_target.append(index)
+        if len(at_target) == outcome.matched:
+            for index in at_target:
+                results[index] = (batch[index].target, True)
+    return [result for result in results if result is not None]
+
+
+async def _query(change: Transition) -> dict[str, Any] | TrackerError:
+    """The transition's filter: the execution (by task, the shard key, looked up when not
+    given) in a status the target may be entered from, under the claim token if any."""
     target = change.target
     if target not in ENTERED_AT:
         return InvalidTransitionError(change.execution_id, TaskStatus.QUEUED, target)
@@ -112,10 +188,7 @@ async def _apply_one(change: Transition) -> TransitionResult | TrackerError:
     }
     if change.claim_token is not None:
         query["claimToken"] = change.claim_token
-    result = await connection.collection().update_one(query, _update(change))
-    if result.matched_count == 1:
-        return target, True
-    return await _explain_refusal(change, task_id)
+    return query
 
 
 def _update(change: Transition) -> dict[str, Any]:
@@ -159,11 +232,27 @@ async def _task_of(execution_id: str) -> str | None:
     return None if doc is None else str(doc["taskId"])
 
 
-async def _explain_refusal(change: Transition, task_id: str) -> TransitionResult | TrackerError:
-    doc = await connection.collection().find_one(
-        {"taskId": task_id, "executionId": change.execution_id},
-        projection={"status": 1, "claimToken": 1},
+_EXPLAIN_PROJECTION = {"taskId": 1, "executionId": 1, "status": 1, "claimToken": 1}
+
+
+async def _documents(
+    queries: Sequence[dict[str, Any]],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The status and claim of the executions ``queries`` name, read in one query by task
+    (the shard key) and execution id."""
+    cursor = connection.collection().find(
+        {
+            "taskId": {"$in": sorted({query["taskId"] for query in queries})},
+            "executionId": {"$in": sorted({query["executionId"] for query in queries})},
+        },
+        projection=_EXPLAIN_PROJECTION,
     )
+    return {(doc["taskId"], doc["executionId"]): doc async for doc in cursor}
+
+
+def _refusal(change: Transition, doc: dict[str, Any] | None) -> TransitionResult | TrackerError:
+    """Why ``change`` matched nothing, from its execution's document: it was already at the
+    target (``(target, False)``), or the error that says why it may not be."""
     if doc is None:
         return TaskNotFoundError(change.execution_id)
     current = TaskStatus(doc["status"])

@@ -1,0 +1,468 @@
+"""Group commit: concurrent deliveries' claims and completions share round trips, and every
+guarantee holds as it does one by one (tracker/store/group_commit.py, store/bulk.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mongomock_motor import AsyncMongoMockCollection
+from pymongo.errors import AutoReconnect, BulkWriteError, WriteError
+
+import tracker
+from tests.conftest import in_memory
+from tests.rabbit import FAST, Broker, wait_status
+from tracker import TaskContext, TaskStatus, TaskTracker
+from tracker.delivery.decision import Decision
+from tracker.errors import StaleClaimError
+from tracker.store import connection, transitions
+from tracker.store.claims import ClaimRequest, claim_many
+from tracker.store.executions import create_execution
+from tracker.store.group_commit import GroupCommit
+from tracker.testing import RecordingMiddleware, store_failure
+
+# -- the batching itself -----------------------------------------------------------------------
+
+
+class Recorder:
+    """A batch write that records its batches and answers each request with its double, or
+    with the error a test names for it."""
+
+    def __init__(self, fail: dict[int, Exception] | None = None, pause: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.fail = fail or {}
+        self.pause = pause
+
+    async def __call__(self, batch: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(batch))
+        await asyncio.sleep(self.pause)
+        return [self.fail.get(n, n * 2) for n in batch]
+
+
+async def test_a_lone_request_goes_out_at_once() -> None:
+    # Given: an idle group commit
+    write = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(write)
+    # When
+    result = await asyncio.wait_for(group.submit(21), timeout=5)
+    # Then: one batch of one, with no timer in between
+    assert result == 42
+    assert write.batches == [[21]]
+
+
+async def test_requests_of_one_burst_share_one_batch() -> None:
+    write = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(write)
+    results = await asyncio.gather(*(group.submit(n) for n in range(50)))
+    assert results == [n * 2 for n in range(50)]
+    assert write.batches == [list(range(50))]
+
+
+async def test_requests_made_while_a_batch_is_in_flight_go_out_together_next() -> None:
+    # Given: a slow write with one batch in flight
+    write = Recorder(pause=0.05)
+    group: GroupCommit[int, int] = GroupCommit(write)
+    first = asyncio.ensure_future(group.submit(0))
+    await asyncio.sleep(0.01)
+    # When: more requests arrive one by one meanwhile
+    later = []
+    for n in range(1, 6):
+        later.append(asyncio.ensure_future(group.submit(n)))
+        await asyncio.sleep(0)
+    # Then: they wait for the batch in flight and then share one
+    assert await first == 0
+    assert await asyncio.gather(*later) == [2, 4, 6, 8, 10]
+    assert write.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+async def test_no_batch_exceeds_max_batch() -> None:
+    write = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(write, max_batch=7)
+    await asyncio.gather(*(group.submit(n) for n in range(30)))
+    assert [len(batch) for batch in write.batches] == [7, 7, 7, 7, 2]
+    assert sorted(n for batch in write.batches for n in batch) == list(range(30))
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit(Recorder(), max_batch=0)
+
+
+async def test_each_request_gets_its_own_error() -> None:
+    refused = WriteError("Document failed validation", 121)
+    group: GroupCommit[int, int] = GroupCommit(Recorder(fail={3: refused}))
+    results = await asyncio.gather(*(group.submit(n) for n in range(5)), return_exceptions=True)
+    assert results == [0, 2, 4, refused, 8]
+
+
+async def test_an_error_of_the_whole_batch_is_every_requests_error() -> None:
+    async def unreachable(batch: Sequence[int]) -> list[int]:
+        raise AutoReconnect("no primary")
+
+    group: GroupCommit[int, int] = GroupCommit(unreachable)
+    results = await asyncio.gather(*(group.submit(n) for n in range(4)), return_exceptions=True)
+    assert all(isinstance(result, AutoReconnect) for result in results)
+    # And the next request is tried again, not refused for good
+    group._write = Recorder()
+    assert await group.submit(1) == 2
+
+
+async def test_a_write_that_miscounts_its_results_fails_every_request() -> None:
+    async def short(batch: Sequence[int]) -> list[int]:
+        return list(batch)[:-1]
+
+    group: GroupCommit[int, int] = GroupCommit(short)
+    results = await asyncio.gather(*(group.submit(n) for n in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) and "returned 2 results" in str(r) for r in results)
+
+
+async def test_a_request_cancelled_before_its_batch_leaves_is_not_written() -> None:
+    write = Recorder(pause=0.05)
+    group: GroupCommit[int, int] = GroupCommit(write)
+    first = asyncio.ensure_future(group.submit(0))
+    await asyncio.sleep(0.01)
+    gone = asyncio.ensure_future(group.submit(1))
+    kept = asyncio.ensure_future(group.submit(2))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert await first == 0
+    assert await kept == 4
+    assert write.batches == [[0], [2]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=40), st.integers(1, 9))
+def test_any_arrival_pattern_answers_every_request_once(
+    arrivals: list[tuple[int, bool]], max_batch: int
+) -> None:
+    # Given: requests arriving in bursts separated by 0-3 loop turns, some failing alone
+    async def scenario() -> None:
+        fail = {n: WriteError(f"refused {n}", 121) for n, (_, bad) in enumerate(arrivals) if bad}
+        write = Recorder(fail=fail, pause=0.001)
+        group: GroupCommit[int, int] = GroupCommit(write, max_batch=max_batch)
+        pending = []
+        for n, (turns, _) in enumerate(arrivals):
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            pending.append(asyncio.ensure_future(group.submit(n)))
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        # Then: each request written exactly once, answered with its own result
+        written = [n for batch in write.batches for n in batch]
+        assert sorted(written) == list(range(len(arrivals)))
+        assert all(len(batch) <= max_batch for batch in write.batches)
+        assert results == [fail.get(n, n * 2) for n in range(len(arrivals))]
+
+    asyncio.run(scenario())
+
+
+# -- batched writes in the store ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def refuse_in_bulk(refused: Callable[[Any], bool], code: int = 121) -> Iterator[list[int]]:
+    """Make the in-memory MongoDB refuse the operations of a bulk write that ``refused``
+    picks (given each operation's filter) and apply the others, as a server does with an
+    unordered bulk write; yields the sizes of the bulk writes seen."""
+    original = AsyncMongoMockCollection.bulk_write
+    sizes: list[int] = []
+
+    async def bulk_write(self: Any, operations: list[Any], ordered: bool = True, **kw: Any) -> Any:
+        sizes.append(len(operations))
+        flags = [refused(op._filter) for op in operations]
+        if not any(flags):
+            return await original(self, operations, ordered=ordered, **kw)
+        kept = [op for op, flag in zip(operations, flags, strict=True) if not flag]
+        matched = (await original(self, kept, ordered=ordered)).matched_count if kept else 0
+        errors = [
+            {"index": i, "code": code, "errmsg": "Document failed validation"}
+            for i, flag in enumerate(flags)
+            if flag
+        ]
+        raise BulkWriteError(
+            {"writeErrors": errors, "writeConcernErrors": [], "nMatched": matched, "nModified": 0}
+        )
+
+    setattr(AsyncMongoMockCollection, "bulk_write", bulk_write)  # noqa: B010
+    try:
+        yield sizes
+    finally:
+        setattr(AsyncMongoMockCollection, "bulk_write", original)  # noqa: B010
+
+
+async def _queued(n: int, queue: str = "reports") -> list[TaskTracker]:
+    return [
+        (await create_execution(f"reports:{queue}:{i}", queue, {"i": i})).execution
+        for i in range(n)
+    ]
+
+
+def _request(execution: TaskTracker, worker: str = "w1", **fence: Any) -> ClaimRequest:
+    return ClaimRequest(
+        execution.execution_id,
+        worker=worker,
+        lease=30.0,
+        task_id=fence.get("task_id", execution.task_id),
+        queue=fence.get("queue", execution.queue_name),
+    )
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_batch_of_claims_tells_each_delivery_what_it_found() -> None:
+    # Given: two queued executions, one held by another worker, one of another queue's task
+    fresh, held, other_queue = await _queued(3)
+    [taken] = await claim_many([_request(held, worker="w0")])
+    assert not isinstance(taken, Exception)
+    assert taken.won
+    # When: one batch claims them all, plus an execution nobody recorded
+    missing = ClaimRequest("no-such-execution", "w1", 30.0, task_id="reports:x", queue="reports")
+    results = await claim_many(
+        [
+            _request(fresh),
+            _request(held),
+            _request(other_queue, queue="invoices"),
+            missing,
+        ]
+    )
+    # Then
+    won, refused, foreign, absent = results
+    assert not isinstance(won, Exception)
+    assert won.won
+    assert won.execution is not None
+    assert won.execution.claim_token == won.token
+    assert not isinstance(refused, Exception)
+    assert not refused.won
+    assert refused.execution is not None
+    assert refused.execution.status is TaskStatus.PROCESSING
+    assert not isinstance(foreign, Exception)
+    assert foreign.execution is None
+    assert foreign.foreign
+    assert not isinstance(absent, Exception)
+    assert absent.execution is None
+    assert not absent.foreign
+
+
+@pytest.mark.usefixtures("store")
+async def test_two_claims_of_one_execution_in_one_batch_have_one_winner() -> None:
+    [execution] = await _queued(1)
+    results = await claim_many([_request(execution, "w1"), _request(execution, "w2")])
+    assert [not isinstance(r, Exception) and r.won for r in results].count(True) == 1
+
+
+@pytest.mark.skipif(not in_memory(), reason="injects a refusal into the in-memory MongoDB")
+@pytest.mark.usefixtures("store")
+async def test_a_claim_refused_in_a_batch_fails_alone() -> None:
+    executions = await _queued(4)
+    bad = executions[2].execution_id
+    with refuse_in_bulk(lambda query: query.get("executionId") == bad) as sizes:
+        results = await claim_many([_request(e) for e in executions])
+    assert sizes == [4]
+    assert isinstance(results[2], WriteError)
+    assert results[2].code == 121
+    assert all(not isinstance(r, Exception) and r.won for i, r in enumerate(results) if i != 2)
+    stored = await TaskTracker.find_execution(bad)
+    assert stored is not None
+    assert stored.status is TaskStatus.QUEUED
+
+
+@pytest.mark.skipif(not in_memory(), reason="injects an outage into the in-memory MongoDB")
+@pytest.mark.usefixtures("store")
+async def test_an_unreachable_store_fails_the_whole_batch_of_claims() -> None:
+    executions = await _queued(3)
+    with store_failure(AutoReconnect("no primary"), ["bulk_write"]), pytest.raises(AutoReconnect):
+        await claim_many([_request(e) for e in executions])
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_batch_of_transitions_reports_each_change() -> None:
+    # Given: three claimed executions, one of which another worker took over since
+    executions = await _queued(3)
+    claims = await claim_many([_request(e) for e in executions])
+    tokens = [c.token for c in claims if not isinstance(c, Exception)]
+    assert all(tokens)
+    # When: completions, one with a stale token, one twice over in two batches
+    batch = [
+        transitions.Transition(
+            e.execution_id, TaskStatus.COMPLETED, claim_token=t, task_id=e.task_id
+        )
+        for e, t in zip(executions, tokens, strict=True)
+    ]
+    stale = transitions.Transition(
+        executions[1].execution_id,
+        TaskStatus.COMPLETED,
+        claim_token="other",
+        task_id=executions[1].task_id,
+    )
+    first = await transitions.apply([batch[0], stale])
+    second = await transitions.apply(batch)
+    # Then: the stale one refused; in a batch that repeats a write already made, the count
+    # of writes applied cannot say which: none claims the change, as a repeated write does
+    assert first[0] == (TaskStatus.COMPLETED, True)
+    assert isinstance(first[1], StaleClaimError)
+    assert second == [(TaskStatus.COMPLETED, False)] * 3
+    for execution in executions:
+        stored = await TaskTracker.find_execution(execution.execution_id)
+        assert stored is not None
+        assert stored.status is TaskStatus.COMPLETED
+        assert [h.status for h in stored.history].count(TaskStatus.COMPLETED) == 1
+    again = await transitions.apply(
+        [
+            transitions.Transition(
+                executions[2].execution_id,
+                TaskStatus.COMPLETED,
+                claim_token="not-the-holder",
+                task_id=executions[2].task_id,
+            ),
+            batch[1],
+        ]
+    )
+    assert isinstance(again[0], StaleClaimError)
+    assert again[1] == (TaskStatus.COMPLETED, False)
+
+
+@pytest.mark.skipif(not in_memory(), reason="injects a refusal into the in-memory MongoDB")
+@pytest.mark.usefixtures("store")
+async def test_a_transition_refused_in_a_batch_fails_alone() -> None:
+    executions = await _queued(3)
+    claims = await claim_many([_request(e) for e in executions])
+    batch = [
+        transitions.Transition(
+            e.execution_id, TaskStatus.COMPLETED, claim_token=c.token, task_id=e.task_id
+        )
+        for e, c in zip(executions, claims, strict=True)
+        if not isinstance(c, Exception)
+    ]
+    bad = executions[0].execution_id
+    with refuse_in_bulk(lambda query: query.get("executionId") == bad):
+        results = await transitions.apply(batch)
+    assert isinstance(results[0], WriteError)
+    assert results[1:] == [(TaskStatus.COMPLETED, True)] * 2
+
+
+# -- group commit under a worker ---------------------------------------------------------------
+
+
+class FreezeAfterOutcome(tracker.Middleware):
+    """Freezes every delivery once its outcome is recorded, before its ack, as if the
+    process died there."""
+
+    def __init__(self) -> None:
+        self.frozen = 0
+
+    async def after_outcome(self, task: TaskContext, decision: Decision) -> None:
+        self.frozen += 1
+        await asyncio.Event().wait()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.usefixtures("store")
+async def test_a_crash_between_the_batched_write_and_the_acks_redelivers_and_skips(
+    broker: Broker,
+) -> None:
+    # Given: a worker that dies after its batched completions are durable, before any ack
+    queue = await broker.new_queue()
+    runs: Counter[str] = Counter()
+    n = 30
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> str:
+        runs[task.execution_id] += 1
+        return "done"
+
+    async with tracker.Publisher(broker.url) as pub:
+        for i in range(n):
+            await pub.enqueue(queue, {"i": i}, task_id=f"reports:batched:{i}")
+    freeze = FreezeAfterOutcome()
+    first = tracker.Worker([handle], broker.url, concurrency=n, middleware=[freeze])
+    await first.start()
+    async with asyncio.timeout(20):
+        while freeze.frozen < n:
+            await asyncio.sleep(0.02)
+    batches = first.processors[queue].outcomes.completions.batches
+    await first.abort()
+    # When: a second worker gets every delivery again
+    recorder = RecordingMiddleware()
+    async with tracker.Worker([handle], broker.url, middleware=[recorder]):
+        await recorder.wait_for(duplicate=n)
+        await broker.wait_depth(queue, 0)
+    # Then: the completions were written in fewer round trips than deliveries, and no
+    # handler ran twice
+    assert batches < n
+    assert sorted(runs.values()) == [1] * n
+    for i in range(n):
+        [done] = await wait_status(f"reports:batched:{i}", "completed")
+        assert done.status is TaskStatus.COMPLETED
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.skipif(not in_memory(), reason="injects a refusal into the in-memory MongoDB")
+@pytest.mark.usefixtures("store")
+@pytest.mark.parametrize(
+    ("code", "fate"),
+    [(121, TaskStatus.DLQ), (91, TaskStatus.COMPLETED)],
+    ids=["permanent-refusal-dead-letters-it", "transient-refusal-is-retried"],
+)
+async def test_a_batch_with_one_failing_write_settles_each_message(
+    broker: Broker, code: int, fate: TaskStatus
+) -> None:
+    # Given: a burst of deliveries, and a store that refuses one of their completions in a
+    # bulk write (for good: validation; or for now: a shutdown in progress, once)
+    queue = await broker.new_queue()
+    n = 12
+    runs: Counter[str] = Counter()
+    gate = asyncio.Event()
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> str:
+        runs[task.task_id] += 1
+        await gate.wait()
+        return "done"
+
+    victim = f"reports:one-bad:{n // 2}"
+    refusals = {"left": 1 if code == 91 else 10**6}
+
+    def refused(query: Any) -> bool:
+        hit = query.get("taskId") == victim and "claimToken" in query
+        if hit and refusals["left"] > 0:
+            refusals["left"] -= 1
+            return True
+        return False
+
+    recorder = RecordingMiddleware()
+    with refuse_in_bulk(refused, code) as sizes:
+        async with tracker.Worker(
+            [handle], broker.url, concurrency=n, middleware=[recorder]
+        ) as worker:
+            async with tracker.Publisher(broker.url) as pub:
+                for i in range(n):
+                    await pub.enqueue(queue, {"i": i}, task_id=f"reports:one-bad:{i}")
+            async with asyncio.timeout(20):
+                while recorder.counts["after_claim"] < n:
+                    await asyncio.sleep(0.02)
+            # When: every handler returns at once
+            gate.set()
+            await recorder.wait_for(**{"completed": n - 1})
+            await broker.wait_depth(queue, 0)
+            batches = worker.processors[queue].outcomes.completions.batches
+    # Then: the others completed in shared round trips; the refused one met its own fate
+    assert max(sizes) > 1
+    assert batches < n
+    statuses = {
+        i: (await wait_status(f"reports:one-bad:{i}", fate.value if i == n // 2 else "completed"))
+        for i in range(n)
+    }
+    assert all(
+        chain[-1].status is TaskStatus.COMPLETED for i, chain in statuses.items() if i != n // 2
+    )
+    victim_chain = statuses[n // 2]
+    assert [d.status for d in victim_chain] == [fate]
+    if fate is TaskStatus.DLQ:
+        assert "could not be stored" in (victim_chain[0].error_message or "")
+    assert set(runs.values()) == {1}
+    assert await broker.dlq_depth(queue) == 0
+    assert connection.is_connected()

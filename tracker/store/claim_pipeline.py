@@ -1,0 +1,108 @@
+"""The update pipeline of a claim: one conditional write that takes a queued execution, or
+a processing one whose holder's lease ran out, and leaves any other as it is.
+
+Times are the server's (``$$NOW``), so that a worker's skewed clock neither steals live
+claims nor keeps dead ones; on the in-memory MongoDB they are this process's.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+from tracker.constants import DEFAULT_TIMEOUT_SECONDS, HISTORY_LIMIT
+from tracker.lifecycle import TaskStatus
+from tracker.store import connection
+from tracker.store.transitions import history_entry
+
+P, Q = TaskStatus.PROCESSING, TaskStatus.QUEUED
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def lease_over(now: Any, default_timeout: float) -> dict[str, Any]:
+    """Whether a processing execution's claim may be taken over at ``now``: its lease has
+    run out, or it has none (a Node service's document written without the plugin) and its
+    timeout (its own, else ``default_timeout``) has passed since it started."""
+    without_lease = {
+        "$gte": [
+            {"$subtract": [now, {"$ifNull": ["$processingStartedAt", EPOCH]}]},
+            {"$multiply": [{"$ifNull": ["$timeoutSeconds", default_timeout]}, 1000]},
+        ]
+    }
+    return {
+        "$cond": [
+            {"$gt": ["$leaseExpiresAt", None]},
+            {"$lte": ["$leaseExpiresAt", now]},
+            without_lease,
+        ]
+    }
+
+
+def claim_pipeline(
+    token: str,
+    worker: str,
+    lease: float,
+    timeout: float | None,
+    default_max_retries: int | None,
+) -> list[dict[str, Any]]:
+    """The pipeline that claims the execution for ``token`` (by ``worker``, with ``lease``
+    seconds, ``timeout`` and ``default_max_retries`` recorded) when it is claimable, and
+    leaves it as it is otherwise (so a refused claim still matches, and can be read back)."""
+    now = connection.server_clock().now()
+    # On a server, ``now`` is "$$NOW": the pipeline is the same for every claim of a
+    # consumer but for its token, so it is built once.
+    template = _claim_template if isinstance(now, str) else _build_claim_template
+    check, claiming, project = template(worker, lease, timeout, default_max_retries, now)
+    fields = dict(claiming["$set"])
+    fields["claimToken"] = {"$cond": ["$_claimable", token, "$claimToken"]}
+    return [check, {"$set": fields}, project]
+
+
+def _build_claim_template(
+    worker: str, lease: float, timeout: float | None, default_max_retries: int | None, now: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    clock = connection.server_clock()
+    claimable = {
+        "$or": [
+            {"$eq": ["$status", Q.value]},
+            {
+                "$and": [
+                    {"$eq": ["$status", P.value]},
+                    lease_over(now, DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout),
+                ]
+            },
+        ]
+    }
+    entry = history_entry(P, now, "claimed", worker)
+    claimed_fields: dict[str, Any] = {
+        "status": P.value,
+        "claimToken": None,  # each claim's own
+        "claimedBy": worker,
+        "processingStartedAt": now,
+        "leaseExpiresAt": clock.later(now, lease),
+        "updatedAt": now,
+        "history": {
+            "$slice": [{"$concatArrays": [{"$ifNull": ["$history", []]}, [entry]]}, -HISTORY_LIMIT]
+        },
+    }
+    if timeout is not None:
+        claimed_fields["timeoutSeconds"] = timeout
+        claimed_fields["timeoutAt"] = clock.later(now, timeout)
+    if default_max_retries is not None:
+        claimed_fields["maxRetries"] = {"$ifNull": ["$maxRetries", default_max_retries]}
+    return (
+        {"$set": {"_claimable": claimable}},
+        {
+            "$set": {
+                name: {"$cond": ["$_claimable", value, f"${name}"]}
+                for name, value in claimed_fields.items()
+            }
+        },
+        # mongomock implements no $unset stage; an exclusion $project is the same on a server.
+        {"$project": {"_claimable": 0}},
+    )
+
+
+_claim_template = functools.lru_cache(maxsize=64)(_build_claim_template)
