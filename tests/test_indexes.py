@@ -18,6 +18,7 @@ from tracker import (
     transition,
     wait_until_complete,
 )
+from tracker.constants import COLLECTION
 from tracker.models import INDEXES
 from tracker.store import connection
 from tracker.store.executions import find_recent_completion
@@ -96,6 +97,9 @@ def recorded_queries(
         original = getattr(AsyncMongoMockCollection, name)
 
         def wrapper(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+            if self.name != COLLECTION:
+                # The operations collections have their own checks (tests/index_shapes.py).
+                return original(self, filter, *args, **kwargs)
             if name == "aggregate":
                 match = next((s["$match"] for s in filter if "$match" in s), {})
                 seen.append((name, match, []))
@@ -190,8 +194,9 @@ async def test_every_operator_query_uses_an_index(
         dlq.Selection(category="validation"),
         dlq.Selection(queue="reports", category="validation", older_than=60),
         dlq.Selection(older_than=60),
+        dlq.Selection(group="0123456789abcdef"),
     ):
-        await dlq.group(selection)
+        [entry async for entry in dlq.select(selection)]
     await dlq.purge_archived(60, dry_run=True)
     await dlq.purge_archived(60)
     # Then: the hot path of the collector and sweeper is strictly served, the rest indexed

@@ -115,6 +115,7 @@ COMMANDS = {
     "stats": ("tracker.cli.tasks:stats", "Executions per status per queue."),
     "stuck": ("tracker.cli.tasks:stuck", "List executions stuck in processing; --fail them."),
     "dlq": ("tracker.cli.dlq:dlq", "Triage, retry and archive dead letters."),
+    "groups": ("tracker.cli.groups:groups", "Failure groups: list, show, mute, resolve."),
     "serve": ("tracker.cli.serve:serve", "Run tracked consumers as a service."),
     "migrate": ("tracker.cli.migrate:migrate", "Create the indexes; move between index sets."),
 }

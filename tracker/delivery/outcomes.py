@@ -40,6 +40,7 @@ from tracker.errors import (
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
+from tracker.operations import groups
 from tracker.store import transitions
 from tracker.store.errors import describe, is_transient
 from tracker.store.group_commit import DEFAULT_MAX_BATCH, GroupCommit
@@ -167,6 +168,8 @@ class Outcomes:
         """Record the dead letter. MongoDB holds it, its payload and its reason; no copy goes
         to ``.dlq`` (that queue holds only what the broker itself dead-lettered)."""
         message = error_fields["errorMessage"]
+        cause = (task.queue, category.value, error_fields["errorType"], message)
+        error_fields = {**error_fields, "groupId": groups.group_id(*cause)}
         _, changed = await self._store_write(
             lambda: transitions.transition(
                 task.execution_id,
@@ -180,6 +183,7 @@ class Outcomes:
         )
         if not changed:
             return Decision("stale", execution_id=task.execution_id)
+        await groups.noted(*cause, task.execution_id)
         task.log.warning("task dead-lettered", category=category.value, error=message)
         await run_hooks(self.middleware, "on_failure", task, category, False, error)
         return Decision("dead_lettered", execution_id=task.execution_id)
@@ -188,7 +192,8 @@ class Outcomes:
         """The outcome could not be stored and never will be (a permanent store error):
         dead-letter the attempt with only the reason, so the handler is not run again."""
         reason = f"the outcome could not be stored: {describe(error)}"
-        await transitions.transition(
+        cause = (task.queue, ErrorCategory.INFRASTRUCTURE.value, type(error).__name__, reason)
+        _, changed = await transitions.transition(
             task.execution_id,
             TaskStatus.DLQ,
             claim_token=token,
@@ -199,8 +204,11 @@ class Outcomes:
                 "errorMessage": reason,
                 "errorCategory": ErrorCategory.INFRASTRUCTURE.value,
                 "errorType": type(error).__name__,
+                "groupId": groups.group_id(*cause),
             },
         )
+        if changed:
+            await groups.noted(*cause, task.execution_id)
         task.log.error("outcome not storable: dead-lettered", error=reason)
         return Decision("dead_lettered", execution_id=task.execution_id)
 

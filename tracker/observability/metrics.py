@@ -155,6 +155,22 @@ class TrackerMetrics:
             ["node"],
             registry=r,
         )
+        self.failure_groups = Gauge(
+            "tracker_failure_groups",
+            "Failure groups by state (open, resolved, regressed) and muted flag, from MongoDB.",
+            ["state", "muted"],
+            registry=r,
+        )
+        for state in ("open", "resolved", "regressed"):
+            for muted in ("false", "true"):
+                self.failure_groups.labels(state, muted)
+        self.failure_group_alerting = Gauge(
+            "tracker_failure_group_alerting",
+            "1 for each unmuted failure group that is new (open, first seen within the hour) or "
+            "regressed, the most recent 50: `group` is the id `tracker groups show` takes.",
+            ["group", "queue", "state"],
+            registry=r,
+        )
         self._nodes: set[str] = set()
 
     def connected_to(self, node: str | None) -> None:

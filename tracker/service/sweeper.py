@@ -21,6 +21,7 @@ from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
 from tracker.middleware import run_hooks
 from tracker.models import TaskTracker
+from tracker.operations import groups
 from tracker.service.periodic import Periodic
 from tracker.store import connection
 from tracker.store.executions import archive
@@ -187,4 +188,5 @@ class Sweeper(Periodic):
             archived += changed
         if archived:
             await run_hooks(outcomes.middleware, "on_archived", queue, archived)
+            await groups.settle(e.group_id for e in old if e.group_id)
         return archived
