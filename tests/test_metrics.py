@@ -23,7 +23,9 @@ from tracker.web.server import HttpServer
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
 
 # "node": the broker node (host:port) a process is connected to, one of a few.
-ALLOWED_LABELS = {"queue", "handler", "status", "category", "le", "node"}
+# Failure groups add state, muted and group: a group id names a cause, never a task, and at
+# most 50 groups alert at once.
+ALLOWED_LABELS = {"queue", "handler", "status", "category", "le", "node", "state", "muted", "group"}
 
 
 def value(metrics: TrackerMetrics, name: str, **labels: str) -> float:

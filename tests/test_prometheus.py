@@ -22,6 +22,7 @@ import pytest
 import tracker
 from tests.rabbit import FAST, Broker
 from tracker import TaskContext
+from tracker.operations import groups
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -79,6 +80,7 @@ def test_every_alert_expression_has_a_signal_and_a_threshold() -> None:
         "TrackerHighFailureRatio",
         "TrackerNoProgress",
         "TrackerWorkerDown",
+        "TrackerFailureGroupNewOrRegressed",
     }
     for rule in rules:
         assert COMPARISON.match(rule["expr"]), rule
@@ -220,3 +222,20 @@ async def test_the_growing_dlq_alert_fires(scraped_worker: tuple[PrometheusServe
     assert firing
     quiet = await prometheus.query('ALERTS{alertname="TrackerWorkerDown"}')
     assert quiet == []
+
+
+@pytest.mark.rabbitmq
+async def test_the_failure_group_alert_fires_with_the_group_id(
+    scraped_worker: tuple[PrometheusServer, str],
+) -> None:
+    # Given: the worker dead-lettered "bad request" failures, a new group of its queue
+    prometheus, queue = scraped_worker
+    [group] = (await groups.list_groups(queue=queue)).items
+    # When
+    firing = await prometheus.wait_for(
+        f'ALERTS{{alertname="TrackerFailureGroupNewOrRegressed", alertstate="firing", '
+        f'queue="{queue}"}}'
+    )
+    # Then: the alert names the group by the id the CLI takes
+    assert [series["metric"]["group"] for series in firing] == [group.id]
+    assert firing[0]["metric"]["state"] == "open"

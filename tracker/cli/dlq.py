@@ -15,11 +15,12 @@ from tracker.cli.dlq_selection import (
     filters_without_group,
     selected,
 )
+from tracker.cli.groups import print_groups
 from tracker.cli.output import emit_json, show_block, table
 from tracker.cli.output import show as show_value
 from tracker.cli.params import ID, LIMIT, json_option
 from tracker.models import TaskTracker
-from tracker.operations import dead_letters as operations
+from tracker.operations import groups, pages
 from tracker.operations.dead_letters import Selection
 
 
@@ -31,7 +32,7 @@ def dlq() -> None:
 @dlq.command("list")
 @filters_without_group
 @click.option(
-    "--group", "-g", "grouped", is_flag=True, help="Group entries by cause (error signature)."
+    "--group", "-g", "grouped", is_flag=True, help="List the failure groups (of --queue) instead."
 )
 @click.option(
     "--limit", type=LIMIT, default=100, show_default=True, help="At most this many entries."
@@ -47,29 +48,15 @@ def list_entries(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List dead letters, newest first; --group groups them by cause (category, exception
-    type and message shape) with counts and first/last seen."""
-    selection = Selection((), queue, category, older_than, limit=None if grouped else limit)
+    """List dead letters, newest first; --group lists their failure groups instead (one per
+    cause: `tracker groups`), most recently seen first."""
     if grouped:
-        groups = run(ctx, lambda: operations.group(selection))
-        rows = [g.as_dict() for g in groups]
-        if as_json:
-            emit_json(rows)
-            return
-        table(
-            [{**row, "queues": ",".join(row["queues"])} for row in rows],
-            [
-                ("group", "GROUP"),
-                ("count", "COUNT"),
-                ("category", "CATEGORY"),
-                ("errorType", "TYPE"),
-                ("firstSeen", "FIRST SEEN"),
-                ("lastSeen", "LAST SEEN"),
-                ("queues", "QUEUES"),
-                ("message", "MESSAGE"),
-            ],
-        )
+        if category is not None or older_than is not None:
+            raise click.UsageError("--group lists groups by --queue only (see `tracker groups`)")
+        page = run(ctx, lambda: groups.list_groups(queue=queue, limit=min(limit, pages.MAX_LIMIT)))
+        print_groups(page.items, page.next_cursor, as_json)
         return
+    selection = Selection((), queue, category, older_than, limit=limit)
     entries = run(ctx, lambda: selected(selection))
     rows = [entry_row(doc) for doc in entries]
     if as_json:
@@ -90,7 +77,6 @@ def show(ctx: click.Context, execution_id: str, as_json: bool) -> None:
     record = doc.model_dump(by_alias=True, exclude={"id", "revision_id", "raw_body"}, mode="json")
     if doc.raw_body is not None:
         record["rawBody"] = doc.raw_body.decode("utf-8", "backslashreplace")
-    record["group"] = operations.signature(doc)
     if as_json:
         emit_json(record)
         return
@@ -104,7 +90,7 @@ def show(ctx: click.Context, execution_id: str, as_json: bool) -> None:
         "errorCategory",
         "errorType",
         "errorMessage",
-        "group",
+        "groupId",
         "enqueuedAt",
         "processingStartedAt",
         "failedAt",

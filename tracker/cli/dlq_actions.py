@@ -22,6 +22,7 @@ from tracker.cli.output import confirm, emit_json, progress
 from tracker.cli.params import DURATION, ID, dry_run_option, json_option, yes_option
 from tracker.cli.publishing import cli_channel, cli_publisher
 from tracker.operations import dead_letters as operations
+from tracker.operations import groups
 from tracker.operations.dead_letters import Selection
 from tracker.service.sweeper import auto_archive_reason
 from tracker.store.executions import archive as archive_execution
@@ -76,6 +77,7 @@ def retry(
                             "detail": result.reason or result.new_execution_id,
                         }
                     )
+        await groups.settle(e.group_id for e in entries if e.group_id)
         return results
 
     summary(run(ctx, work), "retried", dry_run, as_json)
@@ -141,6 +143,7 @@ async def _archive(
                     "detail": reason,
                 }
             )
+    await groups.settle(e.group_id for e in entries if e.group_id)
     return results
 
 

@@ -40,7 +40,10 @@ def filter_options(func: Any, *, with_group: bool = True) -> Any:
     if with_group:
         options.append(
             click.option(
-                "--group", "-g", help="Only this error signature (see `dlq list --group`)."
+                "--group",
+                "-g",
+                type=ID,
+                help="Only this failure group's (see `tracker groups list`).",
             )
         )
     for option in reversed(options):
@@ -78,7 +81,7 @@ def entry_row(doc: TaskTracker) -> dict[str, Any]:
         "errorMessage": doc.error_message,
         "enqueuedAt": doc.enqueued_at,
         "failedAt": doc.failed_at,
-        "group": operations.signature(doc),
+        "group": doc.group_id,
     }
 
 

@@ -21,12 +21,14 @@ from tracker.cli.params import dry_run_option, json_option
 @click.pass_context
 def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bool) -> None:
     """Create the indexes the tracker's guarantees rest on, and move between the unsharded
-    and the sharded index set (docs/deploy.md); create the indexes of the audit log, failure
-    groups and replays, and of the metadata keys in TRACKER_SEARCH_KEYS. Safe to run again:
-    it changes only what differs. Unique indexes are created before anything is dropped."""
+        and the sharded index set (docs/deploy.md); create the indexes of the audit log, failure
+        groups and replays, and of the metadata keys in TRACKER_SEARCH_KEYS; give dead letters
+    recorded before failure groups existed their group. Safe to run again:
+        it changes only what differs. Unique indexes are created before anything is dropped."""
     import asyncio
 
     from tracker.errors import ConfigurationError, StoreUnavailableError
+    from tracker.operations import group_upkeep
     from tracker.store import connection, indexes, operator_records
 
     settings = state(ctx).settings
@@ -52,6 +54,9 @@ def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bo
                     audit_retention=settings.audit_retention,
                     in_memory=connection.is_in_memory(),
                 )
+                # Dead letters recorded before failure groups existed get theirs.
+                while await group_upkeep.backfill() == group_upkeep.BACKFILL_BATCH:
+                    pass
             return steps
         finally:
             await connection.disconnect()

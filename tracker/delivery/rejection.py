@@ -23,6 +23,7 @@ from tracker.delivery.envelope import Envelope, InvalidMessage
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
+from tracker.operations import groups
 from tracker.store import transitions
 from tracker.store.executions import create_execution
 from tracker.validation import id_problem, printable, storable_text
@@ -52,8 +53,10 @@ class Rejections:
         ``infrastructure``: the store refused it); the record already made for an earlier
         delivery of it when there is one (then it is a duplicate)."""
         record_id = rejection_id(envelope)
+        cause = (self.queue, category.value, REJECTED_TYPE, storable_text(message.reason, 2048))
         fields: dict[str, Any] = {
-            "errorMessage": storable_text(message.reason, 2048),
+            "errorMessage": cause[3],
+            "groupId": groups.group_id(*cause),
             "errorCategory": category.value,
             "errorType": REJECTED_TYPE,
             "failedAt": utcnow(),
@@ -75,6 +78,7 @@ class Rejections:
         )
         if created.deduplicated:
             return created.execution
+        await groups.noted(*cause, record_id)
         return await self._rejected(envelope, message, record_id)
 
     async def reject_claimed(
@@ -84,7 +88,8 @@ class Rejections:
         the contract (a corrupted or incompatible copy of its own message)."""
         assert message.execution_id is not None
         reason = storable_text(message.reason, 2048)
-        await transitions.transition(
+        cause = (self.queue, ErrorCategory.VALIDATION.value, REJECTED_TYPE, reason)
+        _, changed = await transitions.transition(
             message.execution_id,
             TaskStatus.DLQ,
             claim_token=token,
@@ -93,8 +98,11 @@ class Rejections:
                 "errorMessage": reason,
                 "errorCategory": ErrorCategory.VALIDATION.value,
                 "errorType": REJECTED_TYPE,
+                "groupId": groups.group_id(*cause),
             },
         )
+        if changed:
+            await groups.noted(*cause, message.execution_id)
         return await self._rejected(envelope, message, message.execution_id)
 
     async def _rejected(

@@ -1,5 +1,6 @@
-"""Queue statistics read from MongoDB in the background and served from memory, so a scrape
-never waits on MongoDB and costs the same however long the history grows."""
+"""Queue statistics and failure groups read from MongoDB in the background and served from
+memory, so a scrape never waits on MongoDB and costs the same however long the history
+grows."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tracker.clock import utcnow
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
 from tracker.observability.metrics import GAUGED_STATUSES, TrackerMetrics
+from tracker.operations import group_upkeep
 from tracker.service.periodic import Periodic
 from tracker.store import connection
 
@@ -48,6 +50,7 @@ class QueueStatsCollector(Periodic):
         try:
             for queue, timeout in self.queues.items():
                 await self._refresh_queue(queue, timeout)
+            await self._refresh_groups()
         except PyMongoError as error:
             self.metrics.stats_errors.inc()
             log.warning("queue statistics not refreshed", error=str(error))
@@ -81,3 +84,15 @@ class QueueStatsCollector(Periodic):
             )
             age = (now - oldest[0].enqueued_at).total_seconds() if oldest else 0.0
             gauge.labels(queue).set(max(age, 0.0))
+
+    async def _refresh_groups(self) -> None:
+        """Failure groups by state, and the series of the groups worth an alert (replaced as
+        a whole, so a group that stops alerting loses its series)."""
+        counts = await group_upkeep.state_counts()
+        alerting = await group_upkeep.alerting(utcnow())
+        for (state, muted), count in counts.items():
+            self.metrics.failure_groups.labels(state, str(muted).lower()).set(count)
+        gauge = self.metrics.failure_group_alerting
+        gauge.clear()
+        for group in alerting:
+            gauge.labels(group.id, group.queue, group.state).set(1)

@@ -1,13 +1,12 @@
-"""Operations on dead letters, free of any transport: select, group by error signature,
-retry, archive, purge. The CLI formats these; messages to publish go to ``publish``."""
+"""Operations on dead letters, free of any transport: select (by id, queue, category, age
+or failure group), retry, archive, purge. The CLI formats these; messages to publish go to
+``publish``."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from beanie import SortDirection
@@ -23,15 +22,10 @@ from tracker.validation import check_count, check_id, check_optional_id
 MANUAL_RETRY_REASON = "Manual retry initiated"
 Publish = Callable[[OutgoingMessage], Awaitable[None]]
 
-_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
-_HEX = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I)
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
 
 @dataclass(frozen=True)
 class Selection:
-    """Which dead letters: by id, or by queue, category and minimum age."""
+    """Which dead letters: by id, or by queue, category, minimum age and failure group."""
 
     execution_ids: Sequence[str] = ()
     queue: str | None = None
@@ -61,57 +55,13 @@ class Selection:
         return bool(self.execution_ids)
 
 
-def message_shape(message: str | None) -> str:
-    """The message with its variable parts (ids, quoted values, numbers) blanked, so errors
-    that differ only in those group together."""
-    text = message or ""
-    text = _UUID.sub("<id>", text)
-    text = _QUOTED.sub("<value>", text)
-    text = _HEX.sub("<id>", text)
-    return _NUMBER.sub("<n>", text)
-
-
-def signature(entry: TaskTracker) -> str:
-    """A short stable id of the entry's cause: category, exception type, message shape."""
-    parts = [
-        entry.error_category.value if entry.error_category else "unknown",
-        entry.error_type or "",
-        message_shape(entry.error_message),
-    ]
-    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:10]
-
-
-@dataclass
-class Group:
-    signature: str
-    category: str
-    error_type: str
-    shape: str
-    count: int = 0
-    queues: set[str] = field(default_factory=set)
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    example: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.signature,
-            "category": self.category,
-            "errorType": self.error_type,
-            "message": self.shape,
-            "example": self.example,
-            "count": self.count,
-            "queues": sorted(self.queues),
-            "firstSeen": self.first_seen.isoformat() if self.first_seen else None,
-            "lastSeen": self.last_seen.isoformat() if self.last_seen else None,
-        }
-
-
 def _query(selection: Selection, status: TaskStatus = TaskStatus.DLQ) -> dict[str, Any]:
     query: dict[str, Any] = {"status": status.value}
     if selection.by_id:
         query["executionId"] = {"$in": list(selection.execution_ids)}
         return query
+    if selection.group:
+        query["groupId"] = selection.group
     if selection.queue:
         query["queueName"] = selection.queue
     if selection.category:
@@ -122,16 +72,16 @@ def _query(selection: Selection, status: TaskStatus = TaskStatus.DLQ) -> dict[st
 
 
 async def select(selection: Selection) -> AsyncIterator[TaskTracker]:
-    """The dead letters of ``selection``, newest first (by enqueue within a queue, else by
-    when they were dead-lettered: the sort each index serves)."""
+    """The dead letters of ``selection``, newest first (by enqueue within a queue, by when
+    they were dead-lettered within a failure group, else by their last change: the sort each
+    index serves)."""
     query = _query(selection)
-    order = "enqueuedAt" if selection.queue else "updatedAt"
+    order = "failedAt" if selection.group else "enqueuedAt" if selection.queue else "updatedAt"
     cursor = TaskTracker.find(query).sort([(order, SortDirection.DESCENDING)])
-    if selection.limit is not None and selection.group is None:
+    if selection.limit is not None:
         cursor = cursor.limit(selection.limit)
     async for entry in cursor:
-        if selection.group is None or signature(entry) == selection.group:
-            yield entry
+        yield entry
 
 
 async def missing_ids(execution_ids: Sequence[str]) -> list[str]:
@@ -143,29 +93,6 @@ async def missing_ids(execution_ids: Sequence[str]) -> list[str]:
         )
     }
     return [eid for eid in execution_ids if eid not in found]
-
-
-async def group(selection: Selection) -> list[Group]:
-    """Dead letters grouped by signature, largest group first."""
-    groups: dict[str, Group] = {}
-    async for entry in select(selection):
-        key = signature(entry)
-        seen = entry.failed_at or entry.enqueued_at
-        item = groups.setdefault(
-            key,
-            Group(
-                signature=key,
-                category=entry.error_category.value if entry.error_category else "unknown",
-                error_type=entry.error_type or "",
-                shape=message_shape(entry.error_message),
-                example=entry.error_message or "",
-            ),
-        )
-        item.count += 1
-        item.queues.add(entry.queue_name)
-        item.first_seen = min(filter(None, (item.first_seen, seen)))
-        item.last_seen = max(filter(None, (item.last_seen, seen)))
-    return sorted(groups.values(), key=lambda g: (-g.count, g.signature))
 
 
 RetryOutcome = Literal["retried", "refused", "failed"]

@@ -21,6 +21,7 @@ from tracker.delivery.reading import read
 from tracker.delivery.rejection import Rejections
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
+from tracker.operations import groups
 from tracker.rabbit.aio_transport import to_envelope
 from tracker.store.executions import create_execution
 from tracker.validation import check_queue, printable
@@ -85,7 +86,9 @@ async def import_untracked(
 
 
 async def _record(queue: str, message: TaskMessage, reason: str) -> None:
-    await create_execution(
+    error = f"dead-lettered by RabbitMQ ({reason}) before it could be tracked"
+    cause = (queue, ErrorCategory.INFRASTRUCTURE.value, DELIVERY_LIMIT_TYPE, error)
+    created = await create_execution(
         message.task_id,
         queue,
         message.payload,
@@ -94,9 +97,12 @@ async def _record(queue: str, message: TaskMessage, reason: str) -> None:
         history_message=f"imported from {dlq_name(queue)}",
         metadata={"importedFrom": dlq_name(queue), "deathReason": reason},
         fields={
-            "errorMessage": f"dead-lettered by RabbitMQ ({reason}) before it could be tracked",
+            "errorMessage": error,
             "errorCategory": ErrorCategory.INFRASTRUCTURE.value,
             "errorType": DELIVERY_LIMIT_TYPE,
             "failedAt": utcnow(),
+            "groupId": groups.group_id(*cause),
         },
     )
+    if not created.deduplicated:
+        await groups.noted(*cause, message.execution_id)
