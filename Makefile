@@ -6,7 +6,7 @@ UV := python3 -m uv
 endif
 ENV_STAMP := .venv/.synced
 
-.PHONY: env lint format test demo bench clean
+.PHONY: env lint format test demo bench soak clean
 
 env: $(ENV_STAMP)
 
@@ -39,6 +39,12 @@ demo: env
 bench: env
 	@bash scripts/ensure-rabbitmq.sh
 	$(UV) run --frozen python -m bench.run
+
+# The fault soak at size: worker processes on a private RabbitMQ node and a MongoDB stand-in,
+# connections closed, the node killed, a worker killed inside a handler; `make test` runs a
+# small one (tests/test_fault_soak.py). SOAK_ARGS adds options (python -m tests.soak --help).
+soak: env
+	$(UV) run --frozen python -m tests.soak --tasks 3000 --workers 4 $(SOAK_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
