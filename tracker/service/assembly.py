@@ -26,6 +26,7 @@ from tracker.delivery.settle import handle
 from tracker.errors import ConfigurationError, HandlerInterrupt
 from tracker.middleware import Middleware
 from tracker.observability import MetricsMiddleware, QueueStatsCollector, TrackerMetrics
+from tracker.operations.replays import ReplayRunner
 from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
 from tracker.service.sweeper import Sweeper
 from tracker.store import connection
@@ -60,6 +61,8 @@ class ServiceOptions:
     sweep_interval: float | None = 60.0
     stuck_grace: float = 30.0
     republish_after: float = 600.0
+    # Seconds between looks for replay jobs to run (None: this service runs none).
+    replay_interval: float | None = 2.0
     http_port: int | None = None
     http_host: str = "127.0.0.1"
     worker_id: str | None = None
@@ -128,6 +131,9 @@ class Service:
             stuck_grace=options.stuck_grace,
             republish_after=options.republish_after,
         )
+        self.replays = ReplayRunner(
+            self.transport.publish, owner=self.worker_id, interval=options.replay_interval or 2.0
+        )
         self.health = Health(
             {"mongodb": connection.ping, "rabbitmq": self._broker_connected},
             details=self._broker_details,
@@ -188,6 +194,8 @@ class Service:
             self.collector.start()
         if self.options.sweep_interval is not None:
             self.sweeper.start()
+        if self.options.replay_interval is not None:
+            self.replays.start()
 
     async def run_forever(self) -> None:
         """Wait until ``stop()`` is called (from a signal handler, say). Raises
@@ -244,6 +252,7 @@ class Service:
         self._running = False
         await self.collector.stop()
         await self.sweeper.stop()
+        await self.replays.stop()
         if self.http_server is not None:
             await self.http_server.stop()
         self._subscriptions.clear()
