@@ -6,7 +6,7 @@ UV := python3 -m uv
 endif
 ENV_STAMP := .venv/.synced
 
-.PHONY: env lint format test demo bench soak clean
+.PHONY: env lint format test demo console screenshots bench soak clean
 
 env: $(ENV_STAMP)
 
@@ -35,6 +35,16 @@ test: lint
 demo: env
 	@bash scripts/ensure-rabbitmq.sh
 	$(UV) run --frozen python scripts/demo.py
+
+# The same demo, then the service and its console stay up (the URL is printed) until Ctrl-C.
+console: env
+	@bash scripts/ensure-rabbitmq.sh
+	$(UV) run --frozen python scripts/demo.py --console
+
+# docs/console-*.png: the console's main pages, taken in headless Chromium.
+screenshots: env
+	@bash scripts/ensure-rabbitmq.sh
+	$(UV) run --frozen python scripts/screenshots.py
 
 bench: env
 	@bash scripts/ensure-rabbitmq.sh

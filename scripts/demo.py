@@ -4,13 +4,15 @@ behind the tracker, on the local RabbitMQ and the in-memory MongoDB.
 Submits a stream of report requests (with duplicates, a malformed message, one that fails
 transiently, one whose partner stays down, one whose first attempt hangs past its timeout),
 shows progress, then prints the retry chains, the dead-letter queue grouped by cause, queue
-statistics and where the files went.
+statistics and where the files went. With ``--console`` (``make console``) the service and
+its console then stay up, at the printed URL, until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -22,7 +24,7 @@ from consumers import reports
 from tracker import TaskTracker
 from tracker.constants import dlq_name
 from tracker.logging import configure_logging
-from tracker.operations import dead_letters as dlq
+from tracker.operations import groups as failure_groups
 from tracker.rabbit.topology import topology_queue_names
 from tracker.retry import RetryPolicy
 from tracker.settings import Settings
@@ -70,7 +72,16 @@ async def progress(queue: str, expected: int, deadline: float) -> dict[str, int]
         await asyncio.sleep(0.2)
 
 
-async def main() -> None:
+async def interrupted() -> None:
+    """Return on Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def main(console: bool = False) -> None:
     settings = Settings.from_env()
     configure_logging("console", os.environ.get("TRACKER_LOG_LEVEL", "ERROR"))
     os.environ.setdefault("REPORTS_OUTPUT_DIR", tempfile.mkdtemp(prefix="tracker-demo-"))
@@ -90,9 +101,17 @@ async def main() -> None:
         timeout_message=reports.make_report.timeout_message,
     )(reports.make_report.handler)
     started = time.monotonic()
-    async with tracker.Worker(
-        [consumer], settings.amqp_url, concurrency=4, lease=3, shutdown_timeout=2
-    ):
+    # With --console the worker serves the console on its HTTP port and stays up afterwards.
+    worker = tracker.Worker(
+        [consumer],
+        settings.amqp_url,
+        concurrency=4,
+        lease=3,
+        shutdown_timeout=2,
+        metrics_port=settings.service_http_port if console else None,
+    )
+    await worker.start()
+    try:
         async with tracker.Publisher(settings.amqp_url) as pub:
             submitted: list[tracker.EnqueueResult] = []
             for params in REQUESTS:
@@ -112,6 +131,11 @@ async def main() -> None:
         )
         unique = len({r.task_id for r in submitted}) + 1
         stats = await progress(QUEUE, unique, time.monotonic() + 45)
+    except BaseException:
+        await worker.stop()
+        raise
+    if not console:
+        await worker.stop()
 
     line("\nretry chains")
     for task_id in dict.fromkeys(r.task_id for r in submitted):
@@ -126,10 +150,10 @@ async def main() -> None:
                 )
                 line(f"    #{doc.retry_count} {doc.status.value:<10}{error}")
 
-    line("\ndead-letter queue, grouped by cause (as `tracker dlq list --group` shows it)")
-    groups = await dlq.group(dlq.Selection(queue=QUEUE))
+    line("\ndead-letter queue, grouped by cause (as `tracker groups list` shows it)")
+    groups = (await failure_groups.list_groups(queue=QUEUE)).items
     for group in groups:
-        line(f"  {group.signature}  {group.count} x {group.category:<11} {group.shape}")
+        line(f"  {group.id}  {group.count} x {group.category:<11} {group.signature}")
     total = sum(g.count for g in groups)
     line(f"  ({total} records in MongoDB; message copies in RabbitMQ queue {dlq_name(QUEUE)})")
 
@@ -142,6 +166,12 @@ async def main() -> None:
         if state["path"]:
             line(f"  {result.task_id}  {state['path']}")
     line(f"\ndone in {time.monotonic() - started:.1f}s")
+    if console:
+        assert worker.http_server is not None
+        url = f"http://127.0.0.1:{worker.http_server.port}/"
+        line(f"\nconsole: {url}  (the service keeps running; Ctrl-C to stop)")
+        await interrupted()
+        await worker.stop()
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -150,4 +180,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(console="--console" in sys.argv[1:]))

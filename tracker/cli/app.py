@@ -117,6 +117,7 @@ COMMANDS = {
     "dlq": ("tracker.cli.dlq:dlq", "Triage, retry and archive dead letters."),
     "groups": ("tracker.cli.groups:groups", "Failure groups: list, show, mute, resolve."),
     "serve": ("tracker.cli.serve:serve", "Run tracked consumers as a service."),
+    "console": ("tracker.cli.console:console", "Serve the operator console and API alone."),
     "migrate": ("tracker.cli.migrate:migrate", "Create the indexes; move between index sets."),
 }
 

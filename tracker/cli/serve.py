@@ -132,8 +132,9 @@ def serve(
     """Run the tracked consumers of MODULES (e.g. consumers.reports) as a service.
 
     One process runs the consumers, the timeout listener, the sweeper and the HTTP endpoint
-    (/livez, /healthz, /metrics). Logs are JSON lines unless TRACKER_LOG_FORMAT is console.
-    SIGTERM or SIGINT stops it gracefully. It exits 1 when it cannot start (MongoDB or
+    (/livez, /healthz, /metrics, the API under /api/v1 and the console at /; see
+    TRACKER_API_TOKENS in docs/console.md). Logs are JSON lines unless TRACKER_LOG_FORMAT
+    is console. SIGTERM or SIGINT stops it gracefully. It exits 1 when it cannot start (MongoDB or
     RabbitMQ unreachable, the port taken), with the reason on one line.
     """
     settings = state(ctx).settings
@@ -152,6 +153,8 @@ def serve(
         shutdown_timeout=shutdown_timeout,
         http_port=settings.service_http_port if port is None else port,
         http_host=host or settings.http_host,
+        api_tokens=settings.api_tokens,
+        redact_fields=settings.redact_fields,
     )
     log.info(
         "serving",

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TypedDict
 
+from tracker.api_tokens import ApiToken
 from tracker.constants import DEFAULT_AMQP_URL
 from tracker.consumer import TrackedConsumer
 from tracker.middleware import Middleware
@@ -25,9 +26,10 @@ class Worker(Service):
     are cancelled and their deliveries left unacked for redelivery, their claims released.
     The connection is robust: it reconnects and resumes consuming after a broker restart.
 
-    ``metrics_port`` (default: ``TRACKER_METRICS_PORT`` when set) serves ``/metrics`` and
-    ``/healthz``; ``stats_interval`` and ``sweep_interval`` (None: off) run the
-    queue-statistics collector and the sweeper in this process.
+    ``metrics_port`` (default: ``TRACKER_HTTP_PORT`` when set) serves ``/metrics``,
+    ``/healthz``, the API and the console (``TRACKER_API_TOKENS``); ``stats_interval`` and
+    ``sweep_interval`` (None: off) run the queue-statistics collector and the sweeper in
+    this process.
     """
 
     def __init__(
@@ -91,13 +93,18 @@ class Worker(Service):
 class _HttpOptions(TypedDict):
     http_port: int | None
     http_host: str
+    api_tokens: tuple[ApiToken, ...]
+    redact_fields: frozenset[str]
 
 
 def _http_options(port: int | None, host: str | None) -> _HttpOptions:
-    """The endpoint's port and host: the arguments, else the environment's settings (a
-    Worker is an entry point of its own, so it reads them once, here)."""
-    if port is None or host is None:
-        settings = Settings.from_env()
-        port = settings.http_port if port is None else port
-        host = settings.http_host if host is None else host
-    return {"http_port": port, "http_host": host}
+    """The endpoint's port and host (the arguments, else the environment's settings), and
+    its tokens and redacted fields (a Worker is an entry point of its own, so it reads
+    them once, here)."""
+    settings = Settings.from_env()
+    return {
+        "http_port": settings.http_port if port is None else port,
+        "http_host": settings.http_host if host is None else host,
+        "api_tokens": settings.api_tokens,
+        "redact_fields": settings.redact_fields,
+    }

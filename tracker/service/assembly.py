@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from tracker.api_tokens import ApiToken
 from tracker.constants import timeouts_queue_name
 from tracker.consumer import TrackedConsumer
 from tracker.delivery.processor import Processor, ProcessorOptions
@@ -32,7 +33,9 @@ from tracker.service.sweeper import Sweeper
 from tracker.store import connection
 from tracker.transport import Delivery, OnDelivery, Subscription, Transport
 from tracker.validation import check_id
+from tracker.web.access import Access
 from tracker.web.app import create_app
+from tracker.web.context import Operator
 from tracker.web.health import Health
 from tracker.web.server import HttpServer
 
@@ -49,7 +52,9 @@ class ServiceOptions:
     ``shutdown_timeout``: how long in-flight handlers may finish on stop; ``lease``,
     ``requeue_delay``, ``store_retry_budget``, ``timeout_grace``: see ``ProcessorOptions``;
     ``stats_interval``/``sweep_interval``: seconds between background runs (None: off);
-    ``http_port`` (None: no endpoint, 0: any free port) and ``http_host``."""
+    ``http_port`` (None: no endpoint, 0: any free port) and ``http_host``; the endpoint
+    serves the API and the console with ``api_tokens`` and ``redact_fields`` (see
+    ``tracker.api_tokens``)."""
 
     concurrency: int = 10
     shutdown_timeout: float = 30.0
@@ -66,6 +71,8 @@ class ServiceOptions:
     http_port: int | None = None
     http_host: str = "127.0.0.1"
     worker_id: str | None = None
+    api_tokens: tuple[ApiToken, ...] = ()
+    redact_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -138,11 +145,18 @@ class Service:
             {"mongodb": connection.ping, "rabbitmq": self._broker_connected},
             details=self._broker_details,
         )
+        # The API and the console publish on the service's own transport.
+        self.operator = Operator(
+            Access(options.api_tokens, options.http_host),
+            options.redact_fields,
+            transport=transport,
+            service=True,
+        )
         self.http_server = (
             None
             if options.http_port is None
             else HttpServer(
-                create_app(self.metrics.registry, self.health),
+                create_app(self.metrics.registry, self.health, operator=self.operator),
                 host=options.http_host,
                 port=options.http_port,
             )

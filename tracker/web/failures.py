@@ -49,6 +49,8 @@ def _status(exc: Exception) -> tuple[int, str]:
         return 404, message
     if isinstance(exc, ConflictError):
         return 409, message
+    if isinstance(exc, PermissionError):
+        return 403, message
     if isinstance(exc, ValueError | TypeError):
         return 422, message
     if isinstance(exc, StoreUnavailableError) or (is_store_error(exc) and is_transient(exc)):
@@ -95,5 +97,5 @@ def install(app: FastAPI) -> None:
         return error_response(request, status, message)
 
     # The classes the operations layer raises; anything else stays the generic 500.
-    for kind in (ValueError, TypeError, TrackerError, PyMongoError):
+    for kind in (ValueError, TypeError, PermissionError, TrackerError, PyMongoError):
         app.add_exception_handler(kind, failed)

@@ -94,6 +94,7 @@ def render(request: Request, name: str, context: dict[str, Any], status: int = 2
             "service": operator.service,
             "csrf_token": token,
             "csrf_field": csrf.FIELD,
+            "nav": None,
             **context,
         },
         status_code=status,

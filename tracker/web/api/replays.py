@@ -1,0 +1,89 @@
+"""Replays: start one (a dry run counts only), follow it, pause, resume or cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request, status
+
+from tracker.lifecycle import TaskStatus
+from tracker.operations import replays
+from tracker.operations.actors import Actor
+from tracker.web.access import api_operator
+from tracker.web.api.params import Cursor, Limit
+from tracker.web.api.schemas import (
+    ListOf,
+    Replay,
+    ReplayItemOut,
+    ReplayRequest,
+    ReplayStateName,
+)
+from tracker.web.context import operator_of
+
+router = APIRouter(tags=["replays"])
+ReplayAction = Literal["pause", "resume", "cancel"]
+_ACTIONS = {"pause": replays.pause, "resume": replays.resume, "cancel": replays.cancel}
+Outcome = Literal["pending", "republished", "succeeded", "failed", "skipped"]
+
+
+@router.post(
+    "/replays",
+    status_code=status.HTTP_201_CREATED,
+    summary="Start a replay (or only count it: dry_run), its selection frozen now (operator)",
+)
+async def create(
+    request: Request, body: ReplayRequest, caller: Annotated[Actor, Depends(api_operator)]
+) -> Replay:
+    selection = replays.ReplaySelection(
+        group_id=body.group_id,
+        queue=body.queue,
+        status=TaskStatus(body.status) if body.status else None,
+        since=body.since,
+        until=body.until,
+        task_ids=tuple(body.task_ids),
+    )
+    job = await replays.create_replay(
+        selection,
+        actor=caller,
+        reason=body.reason,
+        dry_run=body.dry_run,
+        rate_per_second=body.rate_per_second,
+        canary_size=body.canary_size,
+        canary_max_failure_share=body.canary_max_failure_share,
+        redact_fields=operator_of(request).redact_fields,
+    )
+    return Replay.of(job)
+
+
+@router.get("/replays", summary="Replays, newest first")
+async def list_replays(
+    state: ReplayStateName | None = None, cursor: Cursor = None, limit: Limit = 50
+) -> ListOf[Replay]:
+    page = await replays.list_replays(state=state, cursor=cursor, limit=limit)
+    return ListOf[Replay](items=[Replay.of(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/replays/{replay_id}", summary="A replay: its state and counts per outcome")
+async def get_replay(replay_id: str) -> Replay:
+    return Replay.of(await replays.get_replay(replay_id))
+
+
+@router.get("/replays/{replay_id}/items", summary="A replay's items and their outcomes")
+async def items(
+    replay_id: str, outcome: Outcome | None = None, cursor: Cursor = None, limit: Limit = 50
+) -> ListOf[ReplayItemOut]:
+    page = await replays.replay_items(replay_id, outcome=outcome, cursor=cursor, limit=limit)
+    return ListOf[ReplayItemOut](
+        items=[ReplayItemOut.of(i) for i in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post("/replays/{replay_id}/{action}", summary="Pause, resume or cancel a replay")
+async def act(
+    request: Request,
+    replay_id: str,
+    action: ReplayAction,
+    caller: Annotated[Actor, Depends(api_operator)],
+) -> Replay:
+    fields = operator_of(request).redact_fields
+    return Replay.of(await _ACTIONS[action](replay_id, caller, redact_fields=fields))
