@@ -306,6 +306,17 @@ def test_archive_auto_archive_and_purge(seeded: tuple[CliState, str, str, dict[s
     assert purged["deleted"] == 1
     assert query(state, lambda: TaskTracker.find_execution(ids["archived_old"])) is None
     assert status_of(state, ids["archived_new"]).status is TaskStatus.ARCHIVED
+    # every one of these is in the audit log, with its result
+    audited = as_json(cli(state, "audit", "--json"))["items"]
+    by_action = {(e["action"], e["reason"]): e for e in audited}
+    assert by_action["archive", "partner fixed"]["actor"] == "ana"
+    assert by_action["archive", "partner fixed"]["result"]["archived"] == 2
+    auto_by = by_action["archive", "Auto-archived after 7 days"]["actor"]
+    assert auto_by.startswith("tracker-dlq-auto-archive@")
+    assert by_action["purge", None]["result"]["deleted"] == 1
+    # the partner group lost its last dead letter: it resolved itself
+    partner = status_of(state, ids["partner"][1]).group_id or ""
+    assert as_json(cli(state, "groups", "show", partner, "--json"))["state"] == "resolved"
 
 
 def test_bad_usage_exits_two(seeded: tuple[CliState, str, str, dict[str, Any]]) -> None:
@@ -365,32 +376,33 @@ async def _depth(queue: str) -> int:
 def test_group_retry_enqueues_one_execution_per_task_and_publishes_it(
     seeded: tuple[CliState, str, str, dict[str, Any]], declared: str
 ) -> None:
-    # Given: the xlsx group holds four entries of three tasks
+    # Given: the xlsx group holds four entries of three tasks (fmt0 dead-lettered twice)
     state, queue, _, ids = seeded
     groups = as_json(cli(state, "dlq", "list", "--group", "--json"))["items"]
     group = next(g["id"] for g in groups if g["errorType"] == "ValueError")
     # When
     result = cli(state, "dlq", "retry", "--group", group, "--by", "ana", "--yes", "--json")
-    # Then: three retried, the fourth refused (its task is active again), exit 1 for it
-    assert result.exit_code == 1
+    # Then: one new execution per task, published; every entry archived as retried by it
+    assert result.exit_code == 0, result.output
     outcomes = json.loads(result.stdout)["results"]
-    assert sorted(r["outcome"] for r in outcomes) == ["refused", "retried", "retried", "retried"]
+    assert sorted(r["outcome"] for r in outcomes) == ["retried", "retried", "retried"]
     assert asyncio.run(_depth(queue)) == 3
     for eid in ids["xlsx"]:
         entry = status_of(state, eid)
-        if entry.status is TaskStatus.ARCHIVED:
-            assert entry.archived_reason == "Manual retry initiated"
-            assert entry.archived_by == "ana"
-            new = status_of(state, entry.next_execution_id or "")
-            assert (new.status, new.task_id, new.retry_count) == (
-                TaskStatus.QUEUED,
-                entry.task_id,
-                entry.retry_count + 1,
-            )
-        else:
-            assert entry.status is TaskStatus.DLQ
+        assert entry.status is TaskStatus.ARCHIVED
+        assert entry.archived_reason == "Manual retry initiated"
+        assert entry.archived_by == "ana"
+        new = status_of(state, entry.next_execution_id or "")
+        assert (new.status, new.task_id) == (TaskStatus.QUEUED, entry.task_id)
+        assert new.retry_count > entry.retry_count
     chain = query(state, lambda: TaskTracker.find_retry_chain(f"{queue}:fmt1"))
     assert [d.status for d in chain] == [TaskStatus.ARCHIVED, TaskStatus.QUEUED]
+    # and it was a replay job, audited under the operator's name
+    audited = as_json(cli(state, "audit", "--action", "replay.start", "--json"))["items"]
+    assert [(e["actor"], e["via"], e["reason"]) for e in audited] == [
+        ("ana", "cli", "Manual retry initiated")
+    ]
+    assert as_json(cli(state, "groups", "show", group, "--json"))["state"] == "resolved"
 
 
 @pytest.mark.rabbitmq

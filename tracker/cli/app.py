@@ -116,6 +116,8 @@ COMMANDS = {
     "stuck": ("tracker.cli.tasks:stuck", "List executions stuck in processing; --fail them."),
     "dlq": ("tracker.cli.dlq:dlq", "Triage, retry and archive dead letters."),
     "groups": ("tracker.cli.groups:groups", "Failure groups: list, show, mute, resolve."),
+    "replay": ("tracker.cli.replay:replay", "Replay dead letters as a job: start, status, pause."),
+    "audit": ("tracker.cli.audit:audit", "The audit log: who did what, when, why."),
     "serve": ("tracker.cli.serve:serve", "Run tracked consumers as a service."),
     "console": ("tracker.cli.console:console", "Serve the operator console and API alone."),
     "migrate": ("tracker.cli.migrate:migrate", "Create the indexes; move between index sets."),

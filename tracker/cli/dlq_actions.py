@@ -4,10 +4,12 @@ import."""
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import click
 
+from tracker.cli.acting import actor
 from tracker.cli.app import run, state
 from tracker.cli.dlq_selection import (
     by_option,
@@ -18,14 +20,16 @@ from tracker.cli.dlq_selection import (
     selection_of,
     summary,
 )
-from tracker.cli.output import confirm, emit_json, progress
+from tracker.cli.output import confirm, emit_json
 from tracker.cli.params import DURATION, ID, dry_run_option, json_option, yes_option
-from tracker.cli.publishing import cli_channel, cli_publisher
+from tracker.cli.publishing import cli_channel
+from tracker.cli.replay_output import run_here
 from tracker.operations import dead_letters as operations
-from tracker.operations import groups
+from tracker.operations import replays
 from tracker.operations.dead_letters import Selection
+from tracker.operations.replay_jobs import MAX_TASK_IDS, ReplayItem, ReplaySelection
+from tracker.operations.republish import MANUAL_RETRY_REASON
 from tracker.service.sweeper import auto_archive_reason
-from tracker.store.executions import archive as archive_execution
 
 
 @click.command()
@@ -44,43 +48,62 @@ def retry(
     category: str | None,
     older_than: float | None,
     group: str | None,
-    archived_by: str,
+    archived_by: str | None,
     retention: float,
     dry_run: bool,
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Retry dead letters: each is archived ("Manual retry initiated") and a new execution of
-    its task is enqueued and published, so the retry chain shows it. Refused for a task that
-    already has an active execution."""
+    """Retry dead letters as a replay job run in this process: each task's newest selected
+    dead letter runs again as a new execution (its other ones are archived with it), then is
+    archived ("Manual retry initiated"), so the retry chain shows it. A task that already has
+    an active execution is refused. Audited (`tracker audit`, `tracker replay status`)."""
     selection = selection_of(execution_ids, queue, category, older_than, group, require=True)
-    current = state(ctx)
+    who = actor(archived_by)
 
     async def work() -> list[dict[str, Any]]:
         entries = await selected(selection)
         if dry_run or not entries:
             return [{**entry_row(e), "outcome": "would retry", "detail": ""} for e in entries]
+        if len(entries) > MAX_TASK_IDS:
+            raise click.ClickException(
+                f"{len(entries)} dead letters: retry at most {MAX_TASK_IDS} at once, or use "
+                "`tracker replay start`"
+            )
         confirm(yes, f"Retry {len(entries)} dead letter(s)?")
-        results = []
-        async with cli_publisher(current.settings) as publish:
-            with progress(entries, len(entries), "retrying", as_json) as bar:
-                for entry in bar:
-                    result = await operations.retry(
-                        entry, publish, archived_by=archived_by, retention=retention
-                    )
-                    results.append(
-                        {
-                            "executionId": entry.execution_id,
-                            "taskId": entry.task_id,
-                            "outcome": result.outcome,
-                            "newExecutionId": result.new_execution_id,
-                            "detail": result.reason or result.new_execution_id,
-                        }
-                    )
-        await groups.settle(e.group_id for e in entries if e.group_id)
-        return results
+        job = await replays.create_replay(
+            ReplaySelection(execution_ids=tuple(e.execution_id for e in entries)),
+            actor=who,
+            reason=MANUAL_RETRY_REASON,
+            follow_seconds=0,
+            archived_retention=retention,
+        )
+        await run_here(ctx, job.id, as_json)
+        return [_retried(item) async for item in _items(job.id)]
 
     summary(run(ctx, work), "retried", dry_run, as_json)
+
+
+async def _items(job_id: str) -> AsyncIterator[ReplayItem]:
+    cursor = None
+    while True:
+        page = await replays.replay_items(job_id, cursor=cursor, limit=500)
+        for item in page.items:
+            yield item
+        if (cursor := page.next_cursor) is None:
+            return
+
+
+def _retried(item: ReplayItem) -> dict[str, Any]:
+    outcome = {"republished": "retried", "skipped": "refused"}.get(item.outcome, "failed")
+    return {
+        "executionId": item.execution_id,
+        "taskId": item.task_id,
+        "outcome": outcome,
+        "newExecutionId": item.new_execution_id,
+        "detail": item.detail or item.new_execution_id,
+        "supersedes": list(item.supersedes),
+    }
 
 
 @click.command("archive")
@@ -101,7 +124,7 @@ def archive_command(
     older_than: float | None,
     group: str | None,
     reason: str,
-    archived_by: str,
+    archived_by: str | None,
     retention: float,
     dry_run: bool,
     yes: bool,
@@ -119,32 +142,44 @@ def archive_command(
 async def _archive(
     selection: Selection,
     reason: str,
-    archived_by: str,
+    archived_by: str | None,
     retention: float | None,
     dry_run: bool,
     yes: bool,
     quiet: bool,
 ) -> list[dict[str, Any]]:
+    who = actor(archived_by)
     entries = await selected(selection)
     if dry_run or not entries:
         return [{**entry_row(e), "outcome": "would archive", "detail": reason} for e in entries]
     confirm(yes, f"Archive {len(entries)} dead letter(s)?")
-    results = []
-    with progress(entries, len(entries), "archiving", quiet) as bar:
-        for entry in bar:
-            _, changed = await archive_execution(
-                entry.execution_id, reason=reason, archived_by=archived_by, retention=retention
-            )
-            results.append(
-                {
-                    "executionId": entry.execution_id,
-                    "taskId": entry.task_id,
-                    "outcome": "archived" if changed else "already archived",
-                    "detail": reason,
-                }
-            )
-    await groups.settle(e.group_id for e in entries if e.group_id)
-    return results
+    done = await operations.archive_dead_letters(
+        entries,
+        actor=who,
+        reason=reason,
+        retention=retention,
+        selection=_described(selection),
+    )
+    return [
+        {
+            "executionId": result.execution_id,
+            "taskId": result.task_id,
+            "outcome": "archived" if result.changed else "already archived",
+            "detail": reason,
+        }
+        for result in done
+    ]
+
+
+def _described(selection: Selection) -> dict[str, Any]:
+    described = {
+        "execution_ids": list(selection.execution_ids)[:100],
+        "queue": selection.queue,
+        "category": selection.category,
+        "older_than_seconds": selection.older_than,
+        "group": selection.group,
+    }
+    return {key: value for key, value in described.items() if value not in (None, [])}
 
 
 @click.command("auto-archive")
@@ -172,7 +207,7 @@ def auto_archive(
     ctx: click.Context,
     older_than: float,
     queue: str | None,
-    archived_by: str,
+    archived_by: str | None,
     retention: float,
     dry_run: bool,
     yes: bool,
@@ -218,7 +253,7 @@ def purge(
         if dry_run or count == 0:
             return count
         confirm(yes, f"Delete {count} archived entr{'y' if count == 1 else 'ies'} for good?")
-        return await operations.purge_archived(archived_older_than)
+        return await operations.purge_archived(archived_older_than, actor=actor())
 
     count = run(ctx, work)
     if as_json:

@@ -3,7 +3,6 @@ selection itself, and the rows and summary they print."""
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 import click
@@ -14,14 +13,6 @@ from tracker.constants import DEFAULT_ARCHIVED_RETENTION_SECONDS
 from tracker.models import TaskTracker
 from tracker.operations import dead_letters as operations
 from tracker.operations.dead_letters import Selection
-
-
-def _default_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "operator"
-
 
 CATEGORIES = ["transient", "validation", "processing", "infrastructure", "partner_api", "unknown"]
 
@@ -59,8 +50,7 @@ by_option = click.option(
     "--by",
     "archived_by",
     type=ID,
-    default=_default_user,
-    help="Who did it (archivedBy; default: you).",
+    help="Who did it (archivedBy and the audit log; default: TRACKER_ACTOR, else you).",
 )
 retention_option = click.option(
     "--retention",

@@ -1,26 +1,23 @@
-"""Operations on dead letters, free of any transport: select (by id, queue, category, age
-or failure group), retry, archive, purge. The CLI formats these; messages to publish go to
-``publish``."""
+"""Operations on dead letters: select (by id, queue, category, age or failure group),
+archive and purge, audited. Running them again is a replay (``replays``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from beanie import SortDirection
 
 from tracker.clock import seconds, utcnow
-from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
+from tracker.operations import audit, groups
+from tracker.operations.actors import Actor
 from tracker.store import connection
-from tracker.store.executions import archive, create_execution
+from tracker.store.executions import archive
 from tracker.validation import check_count, check_id, check_optional_id
-
-MANUAL_RETRY_REASON = "Manual retry initiated"
-Publish = Callable[[OutgoingMessage], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -95,80 +92,61 @@ async def missing_ids(execution_ids: Sequence[str]) -> list[str]:
     return [eid for eid in execution_ids if eid not in found]
 
 
-RetryOutcome = Literal["retried", "refused", "failed"]
-
-
 @dataclass(frozen=True)
-class RetryResult:
+class Archived:
     execution_id: str
     task_id: str
-    outcome: RetryOutcome
-    new_execution_id: str | None = None
-    reason: str = ""
+    changed: bool
 
 
-async def retry(
-    entry: TaskTracker, publish: Publish, *, archived_by: str, retention: float | None
-) -> RetryResult:
-    """Enqueue a new execution of the entry's task (same taskId, next retryCount, a fresh
-    retry budget), publish it, then archive the entry with "Manual retry initiated". Refused
-    when the task already has an active execution; nothing changes then."""
-    budget = entry.max_retries if entry.max_retries is not None else 0
-    retry_count = entry.retry_count + 1
-    created = await create_execution(
-        entry.task_id,
-        entry.queue_name,
-        entry.payload,
-        retry_count=retry_count,
-        max_retries=retry_count + budget,
-        metadata=entry.metadata,
-        message_version=entry.message_version,
-        history_message=f"manual retry of {entry.execution_id}",
-    )
-    new = created.execution
-    if created.deduplicated:
-        return RetryResult(
-            entry.execution_id,
-            entry.task_id,
-            "refused",
-            new.execution_id,
-            f"the task already has an active execution {new.execution_id} ({new.status.value})",
-        )
-    message = task_message(
-        entry.queue_name,
-        encode_payload(new.payload),
-        task_id=new.task_id,
-        execution_id=new.execution_id,
-        retry_count=new.retry_count,
-        max_retries=new.max_retries,
-    )
-    try:
-        await publish(message)
-    except Exception as exc:
-        await connection.collection().delete_one(
-            {"executionId": new.execution_id, "status": TaskStatus.QUEUED.value}
-        )
-        return RetryResult(
-            entry.execution_id, entry.task_id, "failed", None, f"publish failed: {exc}"
-        )
-    await archive(
-        entry.execution_id,
-        reason=MANUAL_RETRY_REASON,
-        archived_by=archived_by,
-        retention=retention,
-        fields={"nextExecutionId": new.execution_id},
-    )
-    return RetryResult(entry.execution_id, entry.task_id, "retried", new.execution_id)
+async def archive_dead_letters(
+    entries: Sequence[TaskTracker],
+    *,
+    actor: Actor,
+    reason: str,
+    retention: float | None,
+    selection: dict[str, Any] | None = None,
+) -> list[Archived]:
+    """Archive ``entries`` with ``reason`` (``archivedBy``: the actor), then resolve the
+    failure groups none of whose dead letters is left. Audited as one ``archive`` action."""
+    actor.require_operator()
+    results = []
+    async with audit.audited(
+        actor, "archive", "dead-letters", selection=selection, reason=reason
+    ) as outcome:
+        for entry in entries:
+            _, changed = await archive(
+                entry.execution_id,
+                reason=reason,
+                archived_by=actor.name,
+                retention=retention,
+                task_id=entry.task_id,
+            )
+            results.append(Archived(entry.execution_id, entry.task_id, changed))
+        outcome.result["archived"] = sum(r.changed for r in results)
+        outcome.result["execution_ids"] = [r.execution_id for r in results][:100]
+        await groups.settle(e.group_id for e in entries if e.group_id)
+    return results
 
 
-async def purge_archived(older_than: float | timedelta, *, dry_run: bool = False) -> int:
+async def purge_archived(
+    older_than: float | timedelta, *, dry_run: bool = False, actor: Actor | None = None
+) -> int:
     """Delete archived entries archived more than ``older_than`` ago (an archived document is
-    not written after its archiving, so ``updatedAt`` is its archive time)."""
+    not written after its archiving, so ``updatedAt`` is its archive time); with ``actor``,
+    audited as ``purge``."""
     query = {
         "status": TaskStatus.ARCHIVED.value,
         "updatedAt": {"$lt": utcnow() - timedelta(seconds=seconds(older_than))},
     }
     if dry_run:
         return await connection.collection().count_documents(query)
-    result = await connection.collection().delete_many(query)
+    if actor is None:
+        result = await connection.collection().delete_many(query)
+        return result.deleted_count
+    actor.require_operator()
+    selection = {"archived_older_than_seconds": seconds(older_than)}
+    async with audit.audited(actor, "purge", "archived", selection=selection) as outcome:
+        result = await connection.collection().delete_many(query)
+        outcome.result["deleted"] = result.deleted_count
     return result.deleted_count

@@ -85,6 +85,7 @@ async def run_item(job: ReplayJob, item: dict[str, Any], publish: Publish) -> st
             [item["executionId"], *item.get("supersedes", ())],
             next_execution_id=new_id,
             archived_by=job.created_by,
+            retention=job.archived_retention,
         )
         await groups.settle(touched)
     now = connection.server_clock().estimate()

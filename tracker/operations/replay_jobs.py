@@ -108,6 +108,7 @@ class ReplayJob:
     follow_seconds: float = 0.0
     canary_passed: bool = False
     finished_at: datetime | None = None
+    archived_retention: float | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def job_from(doc: Mapping[str, Any]) -> ReplayJob:
         follow_seconds=float(doc.get("followSeconds", 0.0)),
         canary_passed=bool(doc.get("canaryPassed", False)),
         finished_at=_time(finished),
+        archived_retention=doc.get("archivedRetention"),
     )
 
 

@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, Final
 
-from tracker.constants import OPERATIONS_RETENTION_SECONDS
+from tracker.constants import DEFAULT_ARCHIVED_RETENTION_SECONDS, OPERATIONS_RETENTION_SECONDS
 from tracker.errors import ConflictError, NotFoundError
 from tracker.operations import audit
 from tracker.operations.actors import Actor
@@ -70,13 +70,16 @@ async def create_replay(
     canary_size: int | None = None,
     canary_max_failure_share: float | None = None,
     follow_seconds: float = DEFAULT_FOLLOW_SECONDS,
+    archived_retention: float | None = DEFAULT_ARCHIVED_RETENTION_SECONDS,
     redact_fields: frozenset[str] = frozenset(),
 ) -> ReplayJob:
     """A job over what ``selection`` matches now (one item per task); with ``dry_run``, only
     the count (state ``completed``, nothing run). ``reason`` is required. The canary: the
     first ``canary_size`` items run, then the job stops (state ``stopped``) if more than
     ``canary_max_failure_share`` (default 0) of them fail again. ``follow_seconds``: how
-    long the job follows its new executions after the last is published. Audited."""
+    long the job follows its new executions after the last is published;
+    ``archived_retention``: how long the dead letters it archives are kept (None: forever).
+    Audited."""
     if not isinstance(selection, ReplaySelection):
         raise TypeError(f"selection must be a ReplaySelection, not {type(selection).__name__}")
     actor.require_operator()
@@ -101,6 +104,9 @@ async def create_replay(
             "dryRun": bool(dry_run),
             **options,
             "followSeconds": follow,
+            "archivedRetention": None
+            if archived_retention is None
+            else _bounded_float(archived_retention, "archived_retention", 0, 100 * 365 * 86400),
             "matched": len(items),
             **dict.fromkeys(OUTCOMES, 0),
             "pending": 0 if dry_run else len(items),
