@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from tests.console_data import HOSTILE, HUGE, dead_letter
+from tests.rabbit import Broker
 from tracker.api_tokens import ApiToken
 from tracker.web import sessions
 from tracker.web.access import Access
@@ -191,3 +192,46 @@ async def test_any_search_is_answered_without_a_server_error(
         response = await local.get("/search", params={name: value})
         assert response.status_code in (200, 422), response.text[:300]
         assert "Traceback" not in response.text
+
+
+@pytest.mark.rabbitmq
+async def test_edit_and_retry_from_the_task_page(store: str, broker: Broker) -> None:
+    # Given: the task page of a dead letter, on a console that can publish
+    from tracker.rabbit.aio_transport import AioPikaTransport
+
+    queue = await broker.new_queue()
+    await dead_letter(queue, "orders:7")
+    transport = AioPikaTransport(broker.url)
+    await transport.open()
+    operator = Operator(Access((), "127.0.0.1"), frozenset({"card"}), transport=transport)
+    app = create_app(CollectorRegistry(), Health(), operator=operator)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", headers=HTML
+        ) as http:
+            page = await http.get("/tasks/orders:7")
+            action = re.search(r'action="(/executions/[^"]+/retry)"', page.text)
+            assert action is not None
+            # When: not JSON, then an edited payload
+            bad = await http.post(
+                action[1],
+                data={"csrf_token": csrf_of(page), "payload": "{nope", "reason": "fix"},
+            )
+            good = await http.post(
+                action[1],
+                data={
+                    "csrf_token": csrf_of(page),
+                    "payload": '{"order": 18, "card": "[redacted]"}',
+                    "reason": "order fixed",
+                },
+            )
+            timeline = await http.get("/tasks/orders:7")
+    finally:
+        await transport.close()
+    # Then
+    assert bad.status_code == 422
+    assert "not valid JSON" in bad.text
+    assert good.status_code == 303
+    assert timeline.text.count("Attempt ") == 2
+    assert "4111" not in timeline.text
+    assert await broker.depth(queue) == 1
