@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+import uuid
 
+import pytest
+from click.testing import CliRunner
+
+import tracker
+from tracker.cli import main
+from tracker.cli.app import CliState
 from tracker.constants import DEFAULT_AUDIT_RETENTION_SECONDS
 from tracker.errors import ConfigurationError
 from tracker.settings import Settings
@@ -82,3 +90,43 @@ def test_settings_read_search_keys_and_audit_retention() -> None:
 def test_bad_settings_say_what_to_change(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Settings.from_env({name: value})
+
+
+def test_migrate_indexes_the_search_keys_and_groups_older_dead_letters() -> None:
+    # Given: a dead letter recorded before failure groups existed
+    database = f"tracker_migrate_{uuid.uuid4().hex[:8]}"
+
+    async def seed() -> str:
+        await tracker.connect(None, database)
+        try:
+            created = await tracker.create_execution("t:1", "reports", {}, max_retries=0)
+            execution_id = created.execution.execution_id
+            won = await tracker.claim(execution_id, worker="w", lease=60)
+            await tracker.transition(
+                execution_id,
+                tracker.TaskStatus.DLQ,
+                claim_token=won.token,
+                fields={"errorCategory": "validation", "errorMessage": "bad 1"},
+            )
+            return execution_id
+        finally:
+            await tracker.disconnect()
+
+    execution_id = asyncio.run(seed())
+    state = CliState(Settings(search_keys=("customer",)), in_memory_database=database)
+    # When
+    result = CliRunner().invoke(main, ["migrate", "--json"], obj=state)
+    # Then
+    assert result.exit_code == 0, result.output
+    assert "metadata.customer_1_enqueuedAt_-1" in json.loads(result.stdout)["create"]
+
+    async def grouped() -> str | None:
+        await tracker.connect(None, database)
+        try:
+            found = await tracker.TaskTracker.find_execution(execution_id)
+            assert found is not None
+            return found.group_id
+        finally:
+            await tracker.disconnect()
+
+    assert asyncio.run(grouped()) is not None
