@@ -16,6 +16,11 @@ class ConfigurationError(TrackerError):
     """Settings or arguments that cannot work; the message says what to change."""
 
 
+class TopologyError(ConfigurationError):
+    """A broker queue exists with other arguments than the tracker declares, and cannot be
+    brought in step automatically."""
+
+
 class NotConnectedError(ConfigurationError):
     """The store was used before ``await tracker.connect()``."""
 

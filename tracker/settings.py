@@ -25,6 +25,8 @@ LogFormat = Literal["json", "console"]
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 DEFAULT_HTTP_HOST = "127.0.0.1"
+# More replicas than any cluster has is a typo.
+MAX_QUORUM_GROUP_SIZE = 99
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,17 @@ class Settings:
     audit_retention: float = DEFAULT_AUDIT_RETENTION_SECONDS
     api_tokens: tuple[ApiToken, ...] = ()
     redact_fields: frozenset[str] = frozenset()
+    # How many cluster nodes hold each new quorum queue (None: the broker's default).
+    quorum_group_size: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``TRACKER_MONGODB_URL``, ``TRACKER_DATABASE``, ``TRACKER_AMQP_URL``,
         ``TRACKER_HTTP_PORT`` (formerly ``TRACKER_METRICS_PORT``), ``TRACKER_HTTP_HOST``,
         ``TRACKER_SHARDED`` (the collection is sharded on ``{taskId: 1}``),
-        ``TRACKER_LOG_FORMAT``, ``TRACKER_LOG_LEVEL``, ``TRACKER_API_TOKENS`` and
-        ``TRACKER_REDACT_FIELDS`` (see ``tracker.api_tokens``)."""
+        ``TRACKER_LOG_FORMAT``, ``TRACKER_LOG_LEVEL``, ``TRACKER_API_TOKENS``,
+        ``TRACKER_REDACT_FIELDS`` (see ``tracker.api_tokens``) and
+        ``TRACKER_QUORUM_GROUP_SIZE``."""
         env = os.environ if environ is None else environ
         settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
         if database := env.get("TRACKER_DATABASE"):
@@ -106,6 +111,8 @@ class Settings:
             settings = replace(settings, api_tokens=parse_tokens(tokens))
         if fields := env.get("TRACKER_REDACT_FIELDS"):
             settings = replace(settings, redact_fields=parse_fields(fields))
+        if size := env.get("TRACKER_QUORUM_GROUP_SIZE"):
+            settings = replace(settings, quorum_group_size=_parse_group_size(size))
         return settings
 
     @classmethod
@@ -170,6 +177,20 @@ def parse_audit_retention(value: str) -> float:
             f"not {value[:40]!r}"
         )
     return int(value) * 86400.0
+
+
+def _parse_group_size(value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"TRACKER_QUORUM_GROUP_SIZE must be a number of nodes, not {value!r}"
+        ) from None
+    if not 1 <= size <= MAX_QUORUM_GROUP_SIZE:
+        raise ConfigurationError(
+            f"TRACKER_QUORUM_GROUP_SIZE must be 1..{MAX_QUORUM_GROUP_SIZE}, not {size}"
+        )
+    return size
 
 
 def _parse_port(name: str, value: str) -> int:

@@ -6,7 +6,9 @@ import click
 
 from tracker.cli.app import state
 from tracker.cli.output import emit_json
-from tracker.cli.params import dry_run_option, json_option
+from tracker.cli.params import DURATION, dry_run_option, json_option
+from tracker.constants import DEFAULT_TIMEOUT_SECONDS
+from tracker.retry import DEFAULT_TIERS
 
 
 @click.command()
@@ -16,10 +18,47 @@ from tracker.cli.params import dry_run_option, json_option
     help="The index set: for a collection sharded on {taskId: 1}, or not (default: "
     "TRACKER_SHARDED, else unsharded).",
 )
+@click.option(
+    "--topology",
+    is_flag=True,
+    help="Instead of the indexes: bring the broker queues of each --queue to this version "
+    "(docs/deploy.md, 'Upgrading the queues'); delay and deadline queues are rebuilt with "
+    "their messages.",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="QUEUE",
+    help="With --topology: a tracked queue (repeat for several).",
+)
+@click.option(
+    "--tiers",
+    default=None,
+    metavar="DELAYS",
+    help="With --topology: the queue's retry delay tiers, comma-separated durations "
+    f"(default: RetryPolicy's, {','.join(f'{t:g}s' for t in DEFAULT_TIERS)}).",
+)
+@click.option(
+    "--timeout",
+    type=DURATION,
+    default=None,
+    help="With --topology: the consumers' timeout, which names the deadline queue "
+    f"(default: @tracked's, {DEFAULT_TIMEOUT_SECONDS:g}s).",
+)
 @dry_run_option
 @json_option
 @click.pass_context
-def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bool) -> None:
+def migrate(
+    ctx: click.Context,
+    sharded: bool | None,
+    topology: bool,
+    queues: tuple[str, ...],
+    tiers: str | None,
+    timeout: float | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Create the indexes the tracker's guarantees rest on, and move between the unsharded
         and the sharded index set (docs/deploy.md); create the indexes of the audit log, failure
         groups and replays, and of the metadata keys in TRACKER_SEARCH_KEYS; give dead letters
@@ -32,6 +71,11 @@ def migrate(ctx: click.Context, sharded: bool | None, dry_run: bool, as_json: bo
     from tracker.store import connection, indexes, operator_records
 
     settings = state(ctx).settings
+    if topology or queues or tiers is not None or timeout is not None:
+        from tracker.cli.topology import upgrade_topology
+
+        upgrade_topology(settings, topology, queues, tiers, timeout, dry_run, as_json)
+        return
     sharded = settings.sharded if sharded is None else sharded
     if settings.in_memory and state(ctx).in_memory_database is None:
         raise click.UsageError(

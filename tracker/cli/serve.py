@@ -70,7 +70,11 @@ async def serve_until_signalled(
             log.info("indexes brought in step", created=created.create, dropped=created.drop)
         service = Service(
             consumers,
-            AioPikaTransport(settings.amqp_url, prefetch=options.concurrency),
+            AioPikaTransport(
+                settings.amqp_url,
+                prefetch=options.concurrency,
+                quorum_group_size=settings.quorum_group_size,
+            ),
             options,
         )
         await service.start()

@@ -20,10 +20,11 @@ from tracker.rabbit.failover import FailoverConnection, connect_failover
 from tracker.rabbit.nodes import OnFailover, parse_urls, redact_all
 from tracker.rabbit.topology import (
     DEFAULT_DELIVERY_LIMIT,
-    declare_specs,
+    QueueSpec,
     topology_specs,
     work_queue_specs,
 )
+from tracker.rabbit.upgrade import KEPT, declare_queues
 from tracker.transport import OnDelivery
 
 
@@ -92,7 +93,8 @@ class AioSubscription:
 
 class AioPikaTransport:
     """``prefetch``: deliveries in flight per consumed queue; ``publish_timeout``: how long a
-    publish waits for the broker's confirm."""
+    publish waits for the broker's confirm; ``quorum_group_size``: the replicas of each
+    queue it creates (None: the broker's default)."""
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class AioPikaTransport:
         publish_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         on_failover: OnFailover | None = None,
+        quorum_group_size: int | None = None,
     ) -> None:
         self.url = url
         self.nodes = redact_all(parse_urls(url))
@@ -111,6 +114,7 @@ class AioPikaTransport:
         self.connect_timeout = connect_timeout
         self.on_failover = on_failover
         self.delivery_limit = delivery_limit
+        self.quorum_group_size = quorum_group_size
         self.connection: FailoverConnection | None = None
         self._confirmed: AbstractChannel | None = None
         self._unconfirmed: AbstractChannel | None = None
@@ -150,19 +154,34 @@ class AioPikaTransport:
             await connection.close()
 
     async def declare_work_queue(self, queue: str) -> None:
-        channel = self._require(self._confirmed)
-        await declare_specs(channel, work_queue_specs(queue, self.delivery_limit))
+        specs = work_queue_specs(queue, self.delivery_limit, self.quorum_group_size)
+        await self._declare(self._require(self._confirmed), specs)
 
     async def declare(self, rules: QueueRules) -> None:
-        channel = self._require(self._consuming)
         specs = topology_specs(
             rules.queue,
             rules.retry_policy.tiers_ms,
             round(rules.timeout * 1000),
             self.delivery_limit,
+            self.quorum_group_size,
         )
-        for spec in specs:
-            self._queues[spec.name] = await declare_specs(channel, [spec])
+        declared = await self._declare(self._require(self._consuming), specs)
+        for spec, queue in zip(specs, declared, strict=True):
+            self._queues[spec.name] = queue
+
+    async def _declare(
+        self, channel: AbstractChannel, specs: list[QueueSpec]
+    ) -> list[AbstractQueue]:
+        """Bring the queues in step on a connection of their own (``tracker.rabbit.upgrade``),
+        then declare them on ``channel``: passively those kept as they are."""
+        assert self.connection is not None
+        done = await declare_queues(self.connection.current_url, specs)
+        return [
+            await channel.declare_queue(
+                spec.name, durable=True, arguments=spec.arguments, passive=done[spec.name] == KEPT
+            )
+            for spec in specs
+        ]
 
     async def consume(self, queue: str, on_delivery: OnDelivery) -> AioSubscription:
         declared = self._queues.get(queue)

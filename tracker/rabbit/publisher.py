@@ -31,9 +31,12 @@ class Publisher:
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         middleware: tuple[Middleware, ...] = (),
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        quorum_group_size: int | None = None,
     ) -> None:
         self.transport = AioPikaTransport(
-            amqp_url or DEFAULT_AMQP_URL, delivery_limit=delivery_limit
+            amqp_url or DEFAULT_AMQP_URL,
+            delivery_limit=delivery_limit,
+            quorum_group_size=quorum_group_size,
         )
         self.amqp_url = self.transport.url
         self.delivery_limit = delivery_limit

@@ -8,10 +8,19 @@ declare them:
 - ``Q.deadline.<timeout>``: a deadline message per execution that starts processing, which
   expires after the consumer's timeout into ``Q.timeouts``, where the timeout listener fails
   the execution if it is still processing under the same claim.
+
+Every queue is a quorum queue, replicated across the cluster (``quorum_group_size`` nodes
+when given, the broker's default otherwise; it applies when a queue is created). The delay
+and deadline queues dead-letter *at least once*: an expired message leaves its queue only
+once the queue it expires into has it, so a node that stops or crashes meanwhile loses no
+retry and no deadline (with classic queues RabbitMQ dead-letters at most once). Their
+messages only pass through: ``tracker.rabbit.upgrade`` rebuilds them in place when they
+exist with other arguments (from an earlier version).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,62 +33,86 @@ if TYPE_CHECKING:
 DEFAULT_DELIVERY_LIMIT = 20
 
 
+GROUP_SIZE = "x-quorum-initial-group-size"
+_REFUSED_ARGUMENT = re.compile(r"inequivalent arg '([^']+)'")
+
+
 @dataclass(frozen=True)
 class QueueSpec:
-    """One durable queue to declare: its name and arguments."""
+    """One durable queue to declare: its name and arguments. ``transit``: its messages only
+    pass through it (a delay or deadline queue), so it may be rebuilt with other arguments."""
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    transit: bool = False
+
+
+def quorum_arguments(group_size: int | None = None, **more: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if group_size is not None:
+        arguments[GROUP_SIZE] = group_size
+    return {**arguments, **more}
 
 
 def work_queue_arguments(
-    queue: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    queue: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT, group_size: int | None = None
 ) -> dict[str, Any]:
-    return {
-        "x-queue-type": "quorum",
-        "x-delivery-limit": delivery_limit,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": dlq_name(queue),
-    }
+    return quorum_arguments(
+        group_size,
+        **{
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dlq_name(queue),
+        },
+    )
 
 
-def dlq_arguments() -> dict[str, Any]:
-    return {"x-queue-type": "quorum"}
+def transit_arguments(into: str, ttl_ms: int, group_size: int | None = None) -> dict[str, Any]:
+    """A queue whose messages wait ``ttl_ms`` (or their own expiration) and then move to
+    ``into``, at least once: an expired message stays until ``into`` has it, which needs
+    ``reject-publish`` overflow."""
+    return quorum_arguments(
+        group_size,
+        **{
+            "x-message-ttl": ttl_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": into,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
 
 
-def retry_queue_arguments(queue: str, delay_ms: int) -> dict[str, Any]:
-    return {
-        "x-message-ttl": delay_ms,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": queue,
-    }
-
-
-def work_queue_specs(queue: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> list[QueueSpec]:
+def work_queue_specs(
+    queue: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT, group_size: int | None = None
+) -> list[QueueSpec]:
     """``queue`` and its ``.dlq``, dead-letter queue first (the work queue routes to it)."""
     return [
-        QueueSpec(dlq_name(queue), dlq_arguments()),
-        QueueSpec(queue, work_queue_arguments(queue, delivery_limit)),
+        QueueSpec(dlq_name(queue), quorum_arguments(group_size)),
+        QueueSpec(queue, work_queue_arguments(queue, delivery_limit, group_size)),
     ]
 
 
-def retry_specs(queue: str, tiers_ms: Iterable[int]) -> list[QueueSpec]:
+def retry_specs(
+    queue: str, tiers_ms: Iterable[int], group_size: int | None = None
+) -> list[QueueSpec]:
     return [
-        QueueSpec(retry_queue_name(queue, ms), retry_queue_arguments(queue, ms)) for ms in tiers_ms
+        QueueSpec(
+            retry_queue_name(queue, ms), transit_arguments(queue, ms, group_size), transit=True
+        )
+        for ms in tiers_ms
     ]
 
 
-def deadline_specs(queue: str, timeout_ms: int) -> list[QueueSpec]:
+def deadline_specs(queue: str, timeout_ms: int, group_size: int | None = None) -> list[QueueSpec]:
     """``Q.timeouts`` and ``Q.deadline.<timeout>``, which expires into it."""
+    timeouts = timeouts_queue_name(queue)
     return [
-        QueueSpec(timeouts_queue_name(queue), {"x-queue-type": "quorum"}),
+        QueueSpec(timeouts, quorum_arguments(group_size)),
         QueueSpec(
             deadline_queue_name(queue, timeout_ms),
-            {
-                "x-message-ttl": timeout_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": timeouts_queue_name(queue),
-            },
+            transit_arguments(timeouts, timeout_ms, group_size),
+            transit=True,
         ),
     ]
 
@@ -89,12 +122,20 @@ def topology_specs(
     tiers_ms: Iterable[int],
     timeout_ms: int | None = None,
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    group_size: int | None = None,
 ) -> list[QueueSpec]:
     """Every queue of a tracked queue, in the order they must be declared."""
-    specs = work_queue_specs(queue, delivery_limit) + retry_specs(queue, tiers_ms)
+    specs = work_queue_specs(queue, delivery_limit, group_size)
+    specs += retry_specs(queue, tiers_ms, group_size)
     if timeout_ms is not None:
-        specs += deadline_specs(queue, timeout_ms)
+        specs += deadline_specs(queue, timeout_ms, group_size)
     return specs
+
+
+def refused_argument(refusal: str) -> str | None:
+    """The argument a broker's PRECONDITION_FAILED names as differing from the queue's."""
+    match = _REFUSED_ARGUMENT.search(refusal)
+    return match.group(1) if match else None
 
 
 def topology_queue_names(

@@ -29,7 +29,11 @@ class Worker(Service):
     ``metrics_port`` (default: ``TRACKER_HTTP_PORT`` when set) serves ``/metrics``,
     ``/healthz``, the API and the console (``TRACKER_API_TOKENS``); ``stats_interval`` and
     ``sweep_interval`` (None: off) run the queue-statistics collector and the sweeper in
-    this process.
+    this process; ``quorum_group_size``: the replicas of each queue it creates (None: the
+    broker's default).
+
+    Starting, it declares the queues of every consumer; the delay and deadline queues of an
+    earlier version are rebuilt with their messages (``tracker.rabbit.upgrade``).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class Worker(Service):
         sweep_interval: float | None = 60.0,
         stuck_grace: float = 30.0,
         republish_after: float = 600.0,
+        quorum_group_size: int | None = None,
     ) -> None:
         options = ServiceOptions(
             concurrency=concurrency,
@@ -69,7 +74,10 @@ class Worker(Service):
             **_http_options(metrics_port, metrics_host),
         )
         transport = AioPikaTransport(
-            amqp_url or DEFAULT_AMQP_URL, prefetch=concurrency, delivery_limit=delivery_limit
+            amqp_url or DEFAULT_AMQP_URL,
+            prefetch=concurrency,
+            delivery_limit=delivery_limit,
+            quorum_group_size=quorum_group_size,
         )
         super().__init__(consumers, transport, options, middleware=middleware, metrics=metrics)
         self.amqp_url = transport.url

@@ -123,6 +123,7 @@ class TrackedCallback:
         middleware: tuple[Middleware, ...],
         metrics: TrackerMetrics,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        quorum_group_size: int | None = None,
     ) -> None:
         self.on_message = on_message
         label = getattr(on_message, "__qualname__", repr(on_message))
@@ -130,6 +131,7 @@ class TrackedCallback:
         self.store = store
         self.metrics = metrics
         self.delivery_limit = delivery_limit
+        self.quorum_group_size = quorum_group_size
         self._transport: PikaTransport | None = None
         deadlines = DeadlineMiddleware(lambda: self._transport, {consumer.queue: consumer.timeout})
         self.middleware = (
@@ -142,7 +144,12 @@ class TrackedCallback:
     def transport(self, channel: BlockingChannel) -> PikaTransport:
         """The transport over ``channel`` (made once per channel)."""
         if self._transport is None or self._transport.channel is not channel:
-            self._transport = PikaTransport(channel, self.store, delivery_limit=self.delivery_limit)
+            self._transport = PikaTransport(
+                channel,
+                self.store,
+                delivery_limit=self.delivery_limit,
+                quorum_group_size=self.quorum_group_size,
+            )
         return self._transport
 
     def consume(self, channel: BlockingChannel) -> list[PikaSubscription]:
@@ -243,6 +250,7 @@ def tracked_callback(
     middleware: tuple[Middleware, ...] = (),
     metrics: TrackerMetrics | None = None,
     worker_id: str | None = None,
+    quorum_group_size: int | None = None,
 ) -> Callable[[OnMessage], TrackedCallback]:
     """Wrap a pika ``on_message(channel, method, properties, body)`` callback with the same
     tracking as ``@tracker.tracked``, with the same options (retention options left None keep
@@ -285,6 +293,7 @@ def tracked_callback(
             middleware,
             metrics if metrics is not None else TrackerMetrics(),
             delivery_limit,
+            quorum_group_size,
         )
 
     return decorate

@@ -31,10 +31,12 @@ class SyncPublisher:
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         middleware: tuple[Middleware, ...] = (),
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        quorum_group_size: int | None = None,
     ) -> None:
         self.amqp_url = amqp_url or DEFAULT_AMQP_URL
         self.store = store
         self.delivery_limit = delivery_limit
+        self.quorum_group_size = quorum_group_size
         self.middleware = middleware
         self.max_payload_bytes = max_payload_bytes
         self._connection: pika.BlockingConnection | None = None
@@ -44,7 +46,12 @@ class SyncPublisher:
     def __enter__(self) -> SyncPublisher:
         self._connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         channel = self._connection.channel()
-        self._transport = PikaTransport(channel, self.store, delivery_limit=self.delivery_limit)
+        self._transport = PikaTransport(
+            channel,
+            self.store,
+            delivery_limit=self.delivery_limit,
+            quorum_group_size=self.quorum_group_size,
+        )
         self._enqueuer = Enqueuer(self._transport, self.middleware, self.max_payload_bytes)
         return self
 

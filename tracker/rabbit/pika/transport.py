@@ -7,16 +7,18 @@ from collections.abc import Callable, Iterable
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPError, UnroutableError
+from pika.exceptions import AMQPError, ChannelClosedByBroker, UnroutableError
 from pika.spec import Basic, BasicProperties
 
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
-from tracker.errors import HandlerInterrupt, PublishError
+from tracker.errors import HandlerInterrupt, PublishError, TopologyError
 from tracker.rabbit.pika.bridge import OwnerBridge, StoreThread
 from tracker.rabbit.topology import (
     DEFAULT_DELIVERY_LIMIT,
+    GROUP_SIZE,
     QueueSpec,
+    refused_argument,
     topology_specs,
     work_queue_specs,
 )
@@ -39,8 +41,40 @@ def to_envelope(
 
 
 def declare_specs(channel: BlockingChannel, specs: Iterable[QueueSpec]) -> None:
+    """Declare ``specs`` on ``channel``, each first on a channel of its own: a queue that
+    exists with other arguments closes that one, not the application's. One that differs
+    only in its replica count is kept as it is; any other difference is a
+    ``TopologyError`` (an asyncio ``Worker`` or ``tracker migrate --topology`` rebuilds the
+    delay and deadline queues of an earlier version)."""
     for spec in specs:
-        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+        channel.queue_declare(
+            spec.name, durable=True, arguments=spec.arguments, passive=_kept(channel, spec)
+        )
+
+
+def _kept(channel: BlockingChannel, spec: QueueSpec) -> bool:
+    """Whether ``spec``'s queue exists and is kept as it is (declare it passively)."""
+    arguments = spec.arguments
+    for attempt in range(2):
+        probe = channel.connection.channel()
+        try:
+            probe.queue_declare(spec.name, durable=True, arguments=arguments)
+            return attempt == 1
+        except ChannelClosedByBroker as refusal:
+            differs = refused_argument(refusal.reply_text)
+            if differs != GROUP_SIZE:
+                raise TopologyError(
+                    f"queue {spec.name!r} exists with other arguments than this version "
+                    f"declares ({refusal.reply_text}): run `tracker migrate --topology "
+                    "--queue <the tracked queue>` (docs/deploy.md, 'Upgrading the queues')"
+                ) from refusal
+            if attempt == 1:
+                return True
+            arguments = {k: v for k, v in spec.arguments.items() if k != GROUP_SIZE}
+        finally:
+            if probe.is_open:
+                probe.close()
+    return True
 
 
 def publish(channel: BlockingChannel, message: OutgoingMessage) -> None:
@@ -121,11 +155,13 @@ class PikaTransport:
         store: StoreThread,
         bridge: OwnerBridge | None = None,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        quorum_group_size: int | None = None,
     ) -> None:
         self.channel = channel
         self.store = store
         self.bridge = bridge or OwnerBridge()
         self.delivery_limit = delivery_limit
+        self.quorum_group_size = quorum_group_size
         # The application owns the connection, and its reconnection (``PikaNodes``).
         self.on_failover: Callable[[str, str], None] | None = None
         self._confirmed: BlockingChannel | None = None
@@ -147,7 +183,7 @@ class PikaTransport:
         """The application closes the connection."""
 
     async def declare_work_queue(self, queue: str) -> None:
-        specs = work_queue_specs(queue, self.delivery_limit)
+        specs = work_queue_specs(queue, self.delivery_limit, self.quorum_group_size)
         await self.bridge.run(lambda: declare_specs(self.channel, specs))
 
     async def declare(self, rules: QueueRules) -> None:
@@ -160,6 +196,7 @@ class PikaTransport:
             rules.retry_policy.tiers_ms,
             round(rules.timeout * 1000),
             self.delivery_limit,
+            self.quorum_group_size,
         )
         declare_specs(self.channel, specs)
 
