@@ -178,3 +178,23 @@ def test_an_unexpected_error_is_one_line_unless_debug(
     assert plain.output.strip() == "Error: RuntimeError: the stats broke"
     debug = CliRunner().invoke(main, ["--debug", "stats", "--queue", "hostile-q"], obj=state)
     assert isinstance(debug.exception, RuntimeError)
+
+
+def test_no_reachable_broker_node_is_one_line_naming_each_without_its_password(
+    seeded: tuple[CliState, str],
+) -> None:
+    # Given: TRACKER_AMQP_URL lists two nodes, neither of which answers
+    state, _ = seeded
+    nodes = "amqp://guest:s3cret@127.0.0.1:1/,amqp://admin:hunter2@127.0.0.1:2/"
+    unreachable = CliState(
+        settings=Settings(amqp_url=nodes), in_memory_database=state.in_memory_database
+    )
+    # When: a command that publishes
+    result = cli(unreachable, "dlq", "import", "--queue", "hostile-q", "--yes")
+    # Then
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert "no RabbitMQ node reachable of 127.0.0.1:1, 127.0.0.1:2" in line
+    assert "set TRACKER_AMQP_URL" in line
+    assert "s3cret" not in line
+    assert "hunter2" not in line

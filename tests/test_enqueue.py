@@ -78,6 +78,54 @@ async def test_a_lost_confirm_keeps_the_execution_and_it_runs_once(broker: Broke
     assert runs == [kept.execution_id]
 
 
+async def test_a_publisher_whose_confirm_is_lost_publishes_again_once_as_its_own(
+    broker: Broker,
+) -> None:
+    # Given: a Publisher whose first publish loses its confirm (the message did arrive)
+    queue = await broker.new_queue()
+    runs: list[str] = []
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None:
+        runs.append(task.execution_id)
+
+    async with tracker.Publisher(broker.url) as pub:
+        pub.transport = LostConfirm(broker.url)
+        pub._enqueuer = Enqueuer(pub.transport)
+        await pub.transport.open()
+        try:
+            # When
+            result = await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:again")
+        finally:
+            await pub.transport.close()
+    # Then: one execution, reported as this enqueue's own, confirmed now
+    assert not result.deduplicated
+    [execution] = await TaskTracker.find({"taskId": f"{queue}:again"}).to_list()
+    assert execution.execution_id == result.execution_id
+    assert execution.publish_unconfirmed_at is None
+    await broker.wait_depth(queue, 2)
+    # and its two copies run the handler once
+    recorder = RecordingMiddleware()
+    async with tracker.Worker([handle], broker.url, middleware=[recorder]):
+        await recorder.wait_for(completed=1, duplicate=1)
+    assert runs == [result.execution_id]
+
+
+async def test_a_publish_lost_twice_is_not_tried_a_third_time(broker: Broker) -> None:
+    queue = await broker.new_queue()
+    async with tracker.Publisher(broker.url) as pub:
+        pub.transport = LostConfirm(broker.url, times=2)
+        pub._enqueuer = Enqueuer(pub.transport)
+        await pub.transport.open()
+        try:
+            with pytest.raises(PublishError, match="is kept") as raised:
+                await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:twice")
+        finally:
+            await pub.transport.close()
+    assert raised.value.maybe_published
+    await broker.wait_depth(queue, 2)
+
+
 async def test_a_returned_message_rolls_the_execution_back(broker: Broker) -> None:
     queue = await broker.new_queue()
     transport = LostConfirm(broker.url, returned=True)

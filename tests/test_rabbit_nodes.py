@@ -30,6 +30,7 @@ from tests.broker_nodes import PrivateCluster
 from tracker.errors import ConfigurationError, TrackerError
 from tracker.rabbit.failover import FailoverConnection, connect_failover
 from tracker.rabbit.nodes import NoBrokerNodeError, parse_urls, redact, redact_all, shuffled
+from tracker.rabbit.pika import StoreThread, SyncPublisher
 from tracker.rabbit.pika.nodes import PikaNodes, blocking_connection
 
 pytest_plugins = ("tests.conftest_broker_nodes",)
@@ -421,6 +422,34 @@ def test_pika_run_reconnects_to_the_next_node_after_a_lost_connection(
     assert seen == [redact(cluster.urls[0]), redact(cluster.urls[1])]
     assert pika_nodes.failovers == 1
     assert moves == [(redact(cluster.urls[0]), redact(cluster.urls[1]))]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.broker_nodes
+def test_a_sync_publisher_moves_to_the_next_node_when_its_node_stops(
+    private_cluster: PrivateCluster,
+) -> None:
+    # Given: a SyncPublisher over the three nodes, connected to one of them
+    cluster = private_cluster
+    store = StoreThread.connect(None, f"tracker_nodes_{uuid.uuid4().hex[:8]}")
+    queue = f"nodes-{uuid.uuid4().hex[:8]}"
+    try:
+        with SyncPublisher(cluster.url_list, store=store) as pub:
+            first = pub.enqueue(queue, {"n": 1})
+            stopped = _node_of(cluster, pub.nodes.current_url or "")
+            # When: its node stops
+            cluster.stop_node(stopped)
+            second = pub.enqueue(queue, {"n": 2})
+            # Then: the next enqueue went through another node
+            assert _node_of(cluster, pub.nodes.current_url or "") != stopped
+        assert not first.deduplicated
+        assert not second.deduplicated
+        running = (stopped + 1) % len(cluster.nodes)
+        info = cluster.nodes[running].rabbitmqctl("list_queues", "name", "--quiet")
+        assert queue in info
+    finally:
+        store.close()
+        cluster.ensure_all_running()
 
 
 # --------------------------------------------------------------------------- measurement

@@ -4,7 +4,7 @@ message on a ``Transport`` with the broker's confirm, and settle a publish that 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -93,6 +93,25 @@ class Enqueuer:
             raise await _unpublished(queue, result, exc, remove=remove) from exc
         if resend:
             await _confirmed(result.execution_id)
+        return result
+
+    async def enqueue_again(
+        self,
+        failed: PublishError,
+        queue: str,
+        payload: Any,
+        metadata: dict[str, Any] | None = None,
+        max_retries: int | None = None,
+        dedupe_window: float | timedelta | None = None,
+    ) -> EnqueueResult:
+        """Enqueue again after ``failed``, a publish lost with its connection: the execution
+        it kept is published again (a copy that did arrive is a duplicate, skipped), and
+        reported as this enqueue's own, not as deduplicated."""
+        result = await self.enqueue(
+            queue, payload, failed.task_id, metadata, max_retries, dedupe_window
+        )
+        if result.execution_id == failed.execution_id:
+            return replace(result, deduplicated=False)
         return result
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aio_pika
 import click
 from aio_pika.abc import AbstractChannel
 
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import OutgoingMessage
 from tracker.delivery.outcomes import Outcomes
+from tracker.errors import ConfigurationError
 from tracker.rabbit.aio_transport import confirming_channel, publish
+from tracker.rabbit.failover import connect_failover
+from tracker.rabbit.nodes import NoBrokerNodeError
 from tracker.settings import Settings
 
 CLI_WORKER = "tracker-cli"
@@ -21,16 +23,16 @@ CLI_WORKER = "tracker-cli"
 
 @contextlib.asynccontextmanager
 async def cli_channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    """A channel with publisher confirms on TRACKER_AMQP_URL, or a clear error."""
+    """A channel with publisher confirms on the first node of TRACKER_AMQP_URL that answers
+    (one URL, or several comma-separated), or a clear error naming the nodes tried."""
     try:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=10)
-    except Exception as error:
-        raise click.ClickException(
-            f"cannot reach RabbitMQ at {settings.amqp_url.split('@')[-1]}: {error} "
-            "(set TRACKER_AMQP_URL)"
-        ) from error
-    async with connection:
+        connection = await connect_failover(settings.amqp_url, timeout=10, shuffle=False)
+    except (NoBrokerNodeError, ConfigurationError) as error:
+        raise click.ClickException(f"{error} (set TRACKER_AMQP_URL)") from error
+    try:
         yield await confirming_channel(connection)
+    finally:
+        await connection.close()
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,9 @@ messages and the core's envelopes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import aiormq
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
@@ -128,6 +131,16 @@ class AioPikaTransport:
         connection = self.connection
         # A robust connection is "not closed" while it reconnects; `connected` tells.
         return connection is not None and connection.connected.is_set()
+
+    async def wait_open(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the connection to be up (reconnected, perhaps
+        to another node); whether it is."""
+        connection = self.connection
+        if connection is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.connected.wait(), timeout)
+        return self.is_open
 
     @property
     def node(self) -> str | None:

@@ -6,12 +6,18 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+import structlog
+
 from tracker.constants import DEFAULT_AMQP_URL, MAX_PAYLOAD_BYTES
 from tracker.enqueue import Enqueuer, EnqueueResult
 from tracker.errors import PublishError
 from tracker.middleware import Middleware
 from tracker.rabbit.aio_transport import AioPikaTransport
 from tracker.rabbit.topology import DEFAULT_DELIVERY_LIMIT
+
+log = structlog.get_logger("tracker.publisher")
+# How long an enqueue whose publish was lost waits for the connection to come back.
+RECONNECT_WAIT = 30.0
 
 
 class Publisher:
@@ -21,7 +27,8 @@ class Publisher:
     ``deduplicated``), then publishes its message and waits for the broker's confirm. What a
     failed publish leaves behind is ``tracker.enqueue.Enqueuer``'s to say; a crash between
     the write and the publish leaves a queued execution that the sweeper publishes (see
-    docs/crash-points.md).
+    docs/crash-points.md). A publish not confirmed (its node lost, say) is published again
+    once, as soon as the connection is back (on the next node of ``amqp_url``).
     """
 
     def __init__(
@@ -79,6 +86,22 @@ class Publisher:
         publish it to ``queue``, unless the task already has an active execution."""
         if not self._opened:
             raise PublishError("the publisher is not open: use `async with Publisher(...)`")
-        return await self._enqueuer.enqueue(
-            queue, payload, task_id, metadata, max_retries, dedupe_window
-        )
+        try:
+            return await self._enqueuer.enqueue(
+                queue, payload, task_id, metadata, max_retries, dedupe_window
+            )
+        except PublishError as failed:
+            # Maybe lost with its node: once connected (to the next node), publish it again,
+            # once; a copy that did arrive is a duplicate delivery, skipped.
+            if not failed.maybe_published or failed.task_id is None:
+                raise
+            if not await self.transport.wait_open(RECONNECT_WAIT):
+                raise
+            log.warning(
+                "publish not confirmed: publishing again",
+                task_id=failed.task_id,
+                node=self.transport.node,
+            )
+            return await self._enqueuer.enqueue_again(
+                failed, queue, payload, metadata, max_retries, dedupe_window
+            )
