@@ -6,7 +6,7 @@ UV := python3 -m uv
 endif
 ENV_STAMP := .venv/.synced
 
-.PHONY: env lint format test demo console screenshots bench soak clean
+.PHONY: env lint format test demo console screenshots bench soak cluster cluster-bench clean
 
 env: $(ENV_STAMP)
 
@@ -55,6 +55,15 @@ bench: env
 # small one (tests/test_fault_soak.py). SOAK_ARGS adds options (python -m tests.soak --help).
 soak: env
 	$(UV) run --frozen python -m tests.soak --tasks 3000 --workers 4 $(SOAK_ARGS)
+
+# A three-node RabbitMQ cluster on private ports: 2,000 tasks through two workers and a
+# publisher while the node a worker is connected to stops (`make test` runs 60), then the
+# throughput of one, two and three worker processes against the cluster.
+cluster: env
+	TRACKER_CLUSTER_TASKS=2000 $(UV) run --frozen pytest -s -p no:cacheprovider tests/test_cluster_run.py
+
+cluster-bench: env
+	$(UV) run --frozen python -m bench.cluster
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

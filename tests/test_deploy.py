@@ -144,3 +144,37 @@ def test_the_dockerfile_copies_what_exists_and_serves_the_reports(compose: dict[
     assert "/healthz" in text
     assert ("STOPSIGNAL", " SIGTERM") in instructions
     assert any(kind == "USER" for kind, _ in instructions)
+
+
+def test_the_cluster_variant_gives_the_tracker_every_node_of_one_cluster(
+    compose: dict[str, Any],
+) -> None:
+    # Given: the override that turns the one broker into a three-node cluster
+    cluster = yaml.safe_load((DEPLOY / "compose.cluster.yml").read_text())
+    services = cluster["services"]
+    nodes = ["rabbitmq", "rabbitmq2", "rabbitmq3"]
+    # Then: three nodes, one cookie, each with its own data and the cluster's config
+    assert set(services) == {*nodes, "tracker"}
+    assert "rabbitmq" in compose["services"]
+    cookies = {services[n]["environment"]["RABBITMQ_ERLANG_COOKIE"] for n in nodes}
+    assert len(cookies) == 1
+    conf = DEPLOY / "rabbitmq" / "cluster.conf"
+    listed = re.findall(
+        r"^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$",
+        conf.read_text(),
+        flags=re.M,
+    )
+    assert listed == [services[n]["hostname"] for n in nodes]
+    data_volumes = set()
+    for name in nodes:
+        mounts = services[name]["volumes"]
+        assert "./rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro" in mounts
+        data_volumes |= {m.split(":")[0] for m in mounts if m.endswith(":/var/lib/rabbitmq")}
+    assert len(data_volumes) == 3
+    assert data_volumes <= set(cluster["volumes"]) | set(compose["volumes"])
+    # and the tracker is given the three nodes, waits for them, and replicates on three
+    tracker = services["tracker"]
+    settings = Settings.from_env(tracker["environment"])
+    assert [u.split("@")[1].split(":")[0] for u in settings.amqp_url.split(",")] == nodes
+    assert settings.quorum_group_size == 3
+    assert set(nodes) <= set(tracker["depends_on"])

@@ -51,6 +51,48 @@ def test_promtool_accepts_the_config_and_the_rules() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+DESCRIPTION = (
+    "3 failovers to another node in 15 minutes: a node flapping, or the network to it. A node "
+    "restarted for maintenance costs one. See tracker_broker_node for the node in use."
+)
+
+
+def test_the_repeated_failovers_alert_fires_on_the_third_failover_only(tmp_path: Path) -> None:
+    # Given: two workers' failover counters, one moving nodes three times in 15 minutes, the
+    # other once (a node restarted for maintenance)
+    promtool = _binary("promtool")
+    cases = tmp_path / "failovers_test.yml"
+    cases.write_text(
+        f"""rule_files: [{ALERT_RULES}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'tracker_broker_failovers_total{{instance="w1:9464", job="tracker"}}'
+        values: '0 0 1 1 2 2 3 3 3 3'
+      - series: 'tracker_broker_failovers_total{{instance="w2:9464", job="tracker"}}'
+        values: '0 0 0 1 1 1 1 1 1 1'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: TrackerBrokerFailoversRepeated
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: TrackerBrokerFailoversRepeated
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: "w1:9464"}}
+            exp_annotations:
+              summary: "w1:9464 keeps losing its RabbitMQ node"
+              description: "{DESCRIPTION}"
+"""
+    )
+    # When
+    done = subprocess.run(
+        [promtool, "test", "rules", str(cases)], capture_output=True, text=True, check=False
+    )
+    # Then: it fires for w1 at its third failover, never for w2
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def alert_rules() -> list[dict[str, str]]:
     """(name, expr) of every alert, read without a YAML library: the file keeps one shape."""
     text = ALERT_RULES.read_text()
@@ -81,6 +123,7 @@ def test_every_alert_expression_has_a_signal_and_a_threshold() -> None:
         "TrackerNoProgress",
         "TrackerWorkerDown",
         "TrackerFailureGroupNewOrRegressed",
+        "TrackerBrokerFailoversRepeated",
     }
     for rule in rules:
         assert COMPARISON.match(rule["expr"]), rule
