@@ -78,6 +78,14 @@ async def test_a_lost_confirm_keeps_the_execution_and_it_runs_once(broker: Broke
     assert runs == [kept.execution_id]
 
 
+def lost_confirms(url: str, times: int) -> tracker.Publisher:
+    """A Publisher (not open yet) whose first ``times`` publishes lose their confirm."""
+    pub = tracker.Publisher(url)
+    pub.transport = LostConfirm(url, times=times)
+    pub._enqueuer = Enqueuer(pub.transport)
+    return pub
+
+
 async def test_a_publisher_whose_confirm_is_lost_publishes_again_once_as_its_own(
     broker: Broker,
 ) -> None:
@@ -89,15 +97,10 @@ async def test_a_publisher_whose_confirm_is_lost_publishes_again_once_as_its_own
     async def handle(task: TaskContext) -> None:
         runs.append(task.execution_id)
 
-    async with tracker.Publisher(broker.url) as pub:
-        pub.transport = LostConfirm(broker.url)
-        pub._enqueuer = Enqueuer(pub.transport)
-        await pub.transport.open()
-        try:
-            # When
-            result = await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:again")
-        finally:
-            await pub.transport.close()
+    pub = lost_confirms(broker.url, times=1)
+    async with pub:
+        # When
+        result = await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:again")
     # Then: one execution, reported as this enqueue's own, confirmed now
     assert not result.deduplicated
     [execution] = await TaskTracker.find({"taskId": f"{queue}:again"}).to_list()
@@ -113,15 +116,9 @@ async def test_a_publisher_whose_confirm_is_lost_publishes_again_once_as_its_own
 
 async def test_a_publish_lost_twice_is_not_tried_a_third_time(broker: Broker) -> None:
     queue = await broker.new_queue()
-    async with tracker.Publisher(broker.url) as pub:
-        pub.transport = LostConfirm(broker.url, times=2)
-        pub._enqueuer = Enqueuer(pub.transport)
-        await pub.transport.open()
-        try:
-            with pytest.raises(PublishError, match="is kept") as raised:
-                await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:twice")
-        finally:
-            await pub.transport.close()
+    async with lost_confirms(broker.url, times=2) as pub:
+        with pytest.raises(PublishError, match="is kept") as raised:
+            await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:twice")
     assert raised.value.maybe_published
     await broker.wait_depth(queue, 2)
 

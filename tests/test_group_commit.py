@@ -19,11 +19,12 @@ import tracker
 from tests.conftest import in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
+from tracker.clock import utcnow
 from tracker.delivery.decision import Decision
 from tracker.errors import StaleClaimError
 from tracker.store import connection, transitions
 from tracker.store.claims import ClaimRequest, claim_many
-from tracker.store.executions import create_execution
+from tracker.store.creation import Created, NewExecution, create_execution, create_executions
 from tracker.store.group_commit import GroupCommit
 from tracker.testing import RecordingMiddleware, store_failure
 
@@ -342,6 +343,85 @@ async def test_a_transition_refused_in_a_batch_fails_alone() -> None:
         results = await transitions.apply(batch)
     assert isinstance(results[0], WriteError)
     assert results[1:] == [(TaskStatus.COMPLETED, True)] * 2
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_batch_of_creations_dedupes_within_itself_and_against_the_store() -> None:
+    # Given: a task already active (written without activeKey, as a Node service without
+    # the plugin writes it), and a batch naming it, a new task twice, and two more
+    await connection.collection().insert_one(
+        {
+            "taskId": "reports:node",
+            "executionId": "node-1",
+            "queueName": "reports",
+            "status": "queued",
+            "retryCount": 0,
+            "enqueuedAt": utcnow(),
+            "createdAt": utcnow(),
+            "updatedAt": utcnow(),
+        }
+    )
+    batch = [
+        NewExecution("reports:node", "reports", {"n": 0}).checked(),
+        NewExecution("reports:twice", "reports", {"n": 1}).checked(),
+        NewExecution("reports:twice", "reports", {"n": 2}).checked(),
+        NewExecution("reports:a", "reports", {"n": 3}).checked(),
+        NewExecution("reports:b", "reports", {"n": 4}).checked(),
+    ]
+    # When
+    results = await create_executions(batch)
+    # Then
+    node, first, second, a, b = results
+    assert isinstance(node, Created)
+    assert node.deduplicated
+    assert node.execution.execution_id == "node-1"
+    assert isinstance(first, Created)
+    assert isinstance(second, Created)
+    assert [first.deduplicated, second.deduplicated].count(True) == 1
+    assert first.document["executionId"] == second.document["executionId"]
+    for created in (a, b):
+        assert isinstance(created, Created)
+        assert not created.deduplicated
+        stored = await TaskTracker.find_execution(created.document["executionId"])
+        assert stored is not None
+        assert stored.status is TaskStatus.QUEUED
+        assert stored.history[0].message == "enqueued"
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_creation_the_store_cannot_hold_fails_alone() -> None:
+    # Given: a batch where one payload holds an integer BSON cannot encode
+    batch = [
+        NewExecution("reports:ok-1", "reports", {"n": 1}).checked(),
+        NewExecution("reports:huge", "reports", {"n": 2**70}).checked(),
+        NewExecution("reports:ok-2", "reports", {"n": 3}).checked(),
+    ]
+    # When
+    ok_1, huge, ok_2 = await create_executions(batch)
+    # Then
+    assert isinstance(huge, OverflowError)
+    assert isinstance(ok_1, Created)
+    assert isinstance(ok_2, Created)
+    assert await TaskTracker.find({"taskId": "reports:huge"}).to_list() == []
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.usefixtures("store")
+async def test_concurrent_enqueues_share_their_writes(broker: Broker) -> None:
+    # Given
+    queue = await broker.new_queue()
+    async with tracker.Publisher(broker.url) as pub:
+        # When: 40 enqueues at once, two of them for one task
+        results = await asyncio.gather(
+            *(pub.enqueue(queue, {"n": n}, task_id=f"{queue}:{n}") for n in range(39)),
+            pub.enqueue(queue, {"n": 0}, task_id=f"{queue}:0"),
+        )
+        batches = pub._enqueuer.creations.batches
+    # Then: fewer rounds trips than enqueues, one execution per task
+    assert batches < 40
+    assert sum(r.deduplicated for r in results) == 1
+    assert len({r.execution_id for r in results}) == 39
+    await broker.wait_depth(queue, 39)
 
 
 # -- group commit under a worker ---------------------------------------------------------------

@@ -46,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "disconnect": "tracker.store.connection",
     "claim": "tracker.store.claims",
     "transition": "tracker.store.transitions",
-    "create_execution": "tracker.store.executions",
+    "create_execution": "tracker.store.creation",
     "wait_until_complete": "tracker.store.executions",
     "EnqueueResult": "tracker.enqueue",
     "Publisher": "tracker.rabbit.publisher",
@@ -143,5 +143,6 @@ if TYPE_CHECKING:
     from tracker.settings import Settings
     from tracker.store.claims import claim
     from tracker.store.connection import connect, disconnect
-    from tracker.store.executions import create_execution, wait_until_complete
+    from tracker.store.creation import create_execution
+    from tracker.store.executions import wait_until_complete
     from tracker.store.transitions import transition

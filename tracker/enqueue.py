@@ -15,11 +15,17 @@ from tracker.constants import MAX_PAYLOAD_BYTES
 from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
 from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
-from tracker.middleware import Middleware, run_hooks
+from tracker.middleware import Middleware, run_hooks, wants
 from tracker.store import connection
-from tracker.store.executions import create_execution
+from tracker.store.creation import (
+    Created,
+    NewExecution,
+    create_execution,
+    create_executions,
+)
+from tracker.store.group_commit import GroupCommit
 from tracker.transport import Transport
-from tracker.validation import check_count, check_id, check_metadata, check_queue
+from tracker.validation import check_id, check_queue
 
 log = structlog.get_logger("tracker.publisher")
 
@@ -58,6 +64,8 @@ class Enqueuer:
         self.middleware = middleware
         self.max_payload_bytes = max_payload_bytes
         self._declared: set[str] = set()
+        # The executions of concurrent enqueues are created together.
+        self.creations: GroupCommit[NewExecution, Created] = GroupCommit(create_executions)
 
     async def enqueue(
         self,
@@ -68,15 +76,8 @@ class Enqueuer:
         max_retries: int | None = None,
         dedupe_window: float | timedelta | None = None,
     ) -> EnqueueResult:
-        result, message, resend = await prepare(
-            queue,
-            payload,
-            task_id,
-            metadata,
-            max_retries,
-            dedupe_window,
-            max_payload_bytes=self.max_payload_bytes,
-            middleware=self.middleware,
+        result, message, resend = await self._prepare(
+            queue, payload, task_id, metadata, max_retries, dedupe_window
         )
         if message is None:
             return result
@@ -94,6 +95,69 @@ class Enqueuer:
         if resend:
             await _confirmed(result.execution_id)
         return result
+
+    async def _prepare(
+        self,
+        queue: str,
+        payload: Any,
+        task_id: str | None,
+        metadata: dict[str, Any] | None,
+        max_retries: int | None,
+        dedupe_window: float | timedelta | None,
+    ) -> tuple[EnqueueResult, OutgoingMessage | None, bool]:
+        """Create the queued execution: the result, the message to publish (None when
+        deduplicated), and whether that message is a resend of an active execution whose
+        earlier publish was not confirmed."""
+        check_queue(queue)
+        if task_id is not None:
+            check_id(task_id, "task_id")
+        new = NewExecution(
+            task_id or f"{queue}:{uuid.uuid4()}",
+            queue,
+            payload,
+            max_retries=max_retries,
+            metadata=metadata,
+        ).checked()
+        # Fail before anything is written if the store is not connected or not indexed.
+        connection.require_indexes()
+        body = encode_payload(payload, self.max_payload_bytes)
+        if dedupe_window is None:
+            created = await self.creations.submit(new)
+        else:
+            created = await create_execution(
+                new.task_id,
+                queue,
+                payload,
+                metadata=new.metadata,
+                max_retries=max_retries,
+                dedupe_window=dedupe_window,
+            )
+        if wants(self.middleware, "on_enqueued"):
+            await run_hooks(
+                self.middleware, "on_enqueued", queue, created.execution, created.deduplicated
+            )
+        stored = created.document
+        result = EnqueueResult(
+            task_id=stored["taskId"],
+            execution_id=stored["executionId"],
+            deduplicated=created.deduplicated,
+            status=TaskStatus(stored["status"]),
+        )
+        resend = created.deduplicated and stored.get("publishUnconfirmedAt") is not None
+        if created.deduplicated and not resend:
+            log.info(
+                "enqueue deduplicated", task_id=result.task_id, execution_id=result.execution_id
+            )
+            return result, None, False
+        message = task_message(
+            queue,
+            encode_payload(stored.get("payload")) if resend else body,
+            task_id=result.task_id,
+            execution_id=result.execution_id,
+            retry_count=stored.get("retryCount", 0),
+            max_retries=stored.get("maxRetries"),
+        )
+        return result, message, resend
 
     async def enqueue_again(
         self,
@@ -113,61 +177,6 @@ class Enqueuer:
         if result.execution_id == failed.execution_id:
             return replace(result, deduplicated=False)
         return result
-
-
-async def prepare(
-    queue: str,
-    payload: Any,
-    task_id: str | None,
-    metadata: dict[str, Any] | None,
-    max_retries: int | None,
-    dedupe_window: float | timedelta | None,
-    *,
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-    middleware: tuple[Middleware, ...] = (),
-) -> tuple[EnqueueResult, OutgoingMessage | None, bool]:
-    """Create the queued execution: the result, the message to publish (None when
-    deduplicated), and whether that message is a resend of an active execution whose
-    earlier publish was not confirmed."""
-    check_queue(queue)
-    if task_id is not None:
-        check_id(task_id, "task_id")
-    if max_retries is not None:
-        check_count(max_retries, "max_retries")
-    metadata = check_metadata(metadata)
-    # Fail before anything is written if the store is not connected or not indexed.
-    connection.require_indexes()
-    body = encode_payload(payload, max_payload_bytes)
-    task_id = task_id or f"{queue}:{uuid.uuid4()}"
-    created = await create_execution(
-        task_id,
-        queue,
-        payload,
-        metadata=metadata,
-        max_retries=max_retries,
-        dedupe_window=dedupe_window,
-    )
-    execution = created.execution
-    await run_hooks(middleware, "on_enqueued", queue, execution, created.deduplicated)
-    result = EnqueueResult(
-        task_id=execution.task_id,
-        execution_id=execution.execution_id,
-        deduplicated=created.deduplicated,
-        status=execution.status,
-    )
-    resend = created.deduplicated and execution.publish_unconfirmed_at is not None
-    if created.deduplicated and not resend:
-        log.info("enqueue deduplicated", task_id=task_id, execution_id=execution.execution_id)
-        return result, None, False
-    message = task_message(
-        queue,
-        encode_payload(execution.payload) if resend else body,
-        task_id=task_id,
-        execution_id=execution.execution_id,
-        retry_count=execution.retry_count,
-        max_retries=execution.max_retries,
-    )
-    return result, message, resend
 
 
 async def _unpublished(

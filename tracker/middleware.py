@@ -68,6 +68,12 @@ async def run_hooks(middleware: tuple[Middleware, ...], hook: str, *args: Any) -
             await getattr(item, hook)(*args)
 
 
+def wants(middleware: tuple[Middleware, ...], hook: str) -> bool:
+    """Whether any of ``middleware`` does something at ``hook`` (so that its arguments are
+    worth making)."""
+    return any(_overrides(type(item), hook) for item in middleware)
+
+
 _OVERRIDES: dict[tuple[type, str], bool] = {}
 
 

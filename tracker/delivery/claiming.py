@@ -26,7 +26,7 @@ from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.store.claims import Claim, ClaimRequest, claim_many
-from tracker.store.executions import create_execution
+from tracker.store.creation import create_execution
 from tracker.store.group_commit import DEFAULT_MAX_BATCH, GroupCommit
 from tracker.validation import printable
 

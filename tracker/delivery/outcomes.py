@@ -97,7 +97,8 @@ class Outcomes:
             task_id=task.task_id,
         )
         await self._store_write(lambda: self.completions.submit(completion))
-        task.log.debug("task completed")
+        # The module's logger: the task's own is made only when a line is worth writing.
+        log.debug("task completed", queue=task.queue, task_id=task.task_id)
         return Decision("completed", execution_id=task.execution_id)
 
     async def fail(

@@ -25,7 +25,7 @@ from tracker.middleware import Middleware, run_hooks
 from tracker.models import TaskTracker
 from tracker.operations import groups
 from tracker.store import transitions
-from tracker.store.executions import create_execution
+from tracker.store.creation import create_execution
 from tracker.validation import id_problem, printable, storable_text
 
 log = structlog.get_logger("tracker.rejection")

@@ -16,7 +16,7 @@ from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_mess
 from tracker.errors import Retry
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
-from tracker.store.executions import create_execution
+from tracker.store.creation import create_execution
 
 log = structlog.get_logger("tracker.retries")
 

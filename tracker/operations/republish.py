@@ -18,7 +18,8 @@ from tracker.errors import InvalidTransitionError, PublishError, TaskNotFoundErr
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
-from tracker.store.executions import Created, archive, create_execution
+from tracker.store.creation import Created, create_execution
+from tracker.store.executions import archive
 
 MANUAL_RETRY_REASON: Final = "Manual retry initiated"
 Publish = Callable[[OutgoingMessage], Awaitable[None]]

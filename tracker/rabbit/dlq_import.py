@@ -23,7 +23,7 @@ from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
 from tracker.operations import groups
 from tracker.rabbit.aio_transport import to_envelope
-from tracker.store.executions import create_execution
+from tracker.store.creation import create_execution
 from tracker.validation import check_queue, printable
 
 DELIVERY_LIMIT_TYPE = "DeliveryLimitExceeded"
