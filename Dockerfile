@@ -1,4 +1,8 @@
 # The tracker service: `tracker serve consumers.reports`, metrics and health on :9464.
+#   docker build -t rabbitmq-task-tracker .
+# Your own consumer module: an image FROM this one that copies the module into the working
+# directory, /app, where `tracker serve` imports it from (docs/deploy.md, "Your own consumer
+# module"), e.g. CMD ["tracker", "serve", "myconsumer"].
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
