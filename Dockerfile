@@ -11,6 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     UV_LINK_MODE=copy
 
 RUN pip install --no-cache-dir uv
+# DejaVu Sans for the PDF reports (consumers/report_pdf.py): the PDF core fonts draw Latin-1 only.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 # Dependencies first, from the lock file, so code changes do not reinstall them.
@@ -29,7 +33,7 @@ ENV PATH="/app/.venv/bin:$PATH" \
     TRACKER_LOG_FORMAT=json \
     TRACKER_HTTP_PORT=9464 \
     TRACKER_HTTP_HOST=0.0.0.0 \
-    REPORTS_OUTPUT_DIR=/data/reports
+    TRACKER_REPORTS_DIR=/data/reports
 
 EXPOSE 9464
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s \

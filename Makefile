@@ -48,7 +48,7 @@ screenshots: env
 
 bench: env
 	@bash scripts/ensure-rabbitmq.sh
-	$(UV) run --frozen python -m bench.run
+	$(UV) run --frozen --group bench python -m bench.run $(BENCH_ARGS)
 
 # The fault soak at size: worker processes on a private RabbitMQ node and a MongoDB stand-in,
 # connections closed, the node killed, a worker killed inside a handler; `make test` runs a

@@ -18,9 +18,9 @@ separated by ``os.pathsep``: the first is the main font, the others fallbacks, e
 font). Characters that no chosen font can draw become U+FFFD (or ``?`` with the core font),
 so that "東京" without a CJK font shows as two replacement marks rather than failing.
 
-Use from ``reports.make_report``: ``render_page`` in place of ``render`` for each search page
-(CPU-bound, about 0.5 ms a row: run it with ``asyncio.to_thread`` as the file writes are), and
-``merge(parts, final, title)`` in place of ``reports.merge``.
+Used by ``reports.make_report`` for the ``pdf`` format: ``render_page`` for each search page
+(CPU-bound, about 0.65 ms a row: ``reports.write_part`` runs it on a thread), then
+``merge(parts, final, title)`` in place of the text formats' concatenation.
 """
 
 from __future__ import annotations

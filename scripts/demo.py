@@ -3,9 +3,11 @@ behind the tracker, on the local RabbitMQ and the in-memory MongoDB.
 
 Submits a stream of report requests (with duplicates, a malformed message, one that fails
 transiently, one whose partner stays down, one whose first attempt hangs past its timeout),
-shows progress, then prints the retry chains, the dead-letter queue grouped by cause, queue
-statistics and where the files went. With ``--console`` (``make console``) the service and
-its console then stay up, at the printed URL, until Ctrl-C.
+shows progress, then the report service as its HTTP clients use it (``demo_http``: submit,
+poll, download, a failure, a duplicate, each shown as curl), then prints the retry chains,
+the dead-letter queue grouped by cause, queue statistics and where the files went. With
+``--console`` (``make console``) the service and its console then stay up, at the printed
+URL, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,17 +18,23 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import aio_pika
+from demo_http import http_flow
 
 import tracker
-from consumers import reports
+from consumers import report_api, reports
+from consumers.report_files import ENV as REPORTS_DIR_ENV
+from consumers.report_files import ReportFiles
+from consumers.report_status import find_report
 from tracker import TaskTracker
-from tracker.constants import dlq_name
 from tracker.logging import configure_logging
 from tracker.operations import groups as failure_groups
+from tracker.rabbit.aio_transport import AioPikaTransport
 from tracker.rabbit.topology import topology_queue_names
 from tracker.retry import RetryPolicy
+from tracker.service.assembly import Service, ServiceOptions
 from tracker.settings import Settings
 
 # The demo's own queues, deleted at the end, so it never touches a real "reports" queue.
@@ -84,31 +92,36 @@ async def interrupted() -> None:
 async def main(console: bool = False) -> None:
     settings = Settings.from_env()
     configure_logging("console", os.environ.get("TRACKER_LOG_LEVEL", "ERROR"))
-    os.environ.setdefault("REPORTS_OUTPUT_DIR", tempfile.mkdtemp(prefix="tracker-demo-"))
+    files = (
+        ReportFiles.from_env()
+        if os.environ.get(REPORTS_DIR_ENV)
+        else ReportFiles(Path(tempfile.mkdtemp(prefix="tracker-demo-")))
+    )
     await tracker.connect(None, "demo")
     line("tracker demo: report service on RabbitMQ at " + settings.amqp_url.split("@")[-1])
     line("  MongoDB: in-memory (this process only)")
-    line(f"  reports go to {reports.output_dir()}")
+    line(f"  reports go to {files.root}")
 
     # The report consumer with a short retry policy and timeout, so the demo's retries and
     # its timeout happen in seconds, not minutes.
     policy = RetryPolicy(initial_delay=0.5, tiers=(0.5, 1, 2))
-    consumer = tracker.tracked(
-        QUEUE,
-        max_retries=2,
-        retry_policy=policy,
-        timeout=2,
-        timeout_message=reports.make_report.timeout_message,
-    )(reports.make_report.handler)
+    consumer = reports.consumer(QUEUE, files, max_retries=2, retry_policy=policy, timeout=2)
     started = time.monotonic()
-    # With --console the worker serves the console on its HTTP port and stays up afterwards.
-    worker = tracker.Worker(
+    # The service as `tracker serve consumers.reports` runs it, with the report routes; with
+    # --console on its HTTP port (and it stays up afterwards), else on any free loopback one.
+    worker = Service(
         [consumer],
-        settings.amqp_url,
-        concurrency=4,
-        lease=3,
-        shutdown_timeout=2,
-        metrics_port=settings.service_http_port if console else None,
+        AioPikaTransport(settings.amqp_url, prefetch=4),
+        ServiceOptions(
+            concurrency=4,
+            lease=3,
+            shutdown_timeout=2,
+            http_port=settings.service_http_port if console else 0,
+            http_host=settings.http_host if console else "127.0.0.1",
+            api_tokens=settings.api_tokens,
+            redact_fields=settings.redact_fields,
+        ),
+        routers=[report_api.router(QUEUE, files)],
     )
     await worker.start()
     try:
@@ -116,7 +129,8 @@ async def main(console: bool = False) -> None:
             submitted: list[tracker.EnqueueResult] = []
             for params in REQUESTS:
                 submitted.append(await reports.submit(pub, params, queue=QUEUE))
-            submitted.append(await reports.submit(pub, {"rows": 10}, fmt="xlsx", queue=QUEUE))
+            # A client that skips the checks `submit` makes: the consumer refuses it.
+            submitted.append(await pub.enqueue(QUEUE, {"params": {"rows": 10}, "format": "xlsx"}))
             connection = await aio_pika.connect(settings.amqp_url)
             async with connection:
                 channel = await connection.channel()
@@ -131,6 +145,10 @@ async def main(console: bool = False) -> None:
         )
         unique = len({r.task_id for r in submitted}) + 1
         stats = await progress(QUEUE, unique, time.monotonic() + 45)
+        assert worker.http_server is not None
+        token = next((t.token for t in settings.api_tokens if t.role == "operator"), None)
+        line("\nthe report service over HTTP, as its clients use it")
+        await http_flow(f"http://127.0.0.1:{worker.http_server.port}/", token, line)
     except BaseException:
         await worker.stop()
         raise
@@ -155,16 +173,16 @@ async def main(console: bool = False) -> None:
     for group in groups:
         line(f"  {group.id}  {group.count} x {group.category:<11} {group.signature}")
     total = sum(g.count for g in groups)
-    line(f"  ({total} records in MongoDB; message copies in RabbitMQ queue {dlq_name(QUEUE)})")
+    line(f"  ({total} dead letters, recorded in MongoDB)")
 
     line("\nqueue stats: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     line("\nreports written")
     for result in submitted:
         if result.deduplicated:
             continue
-        state = await reports.status(result.task_id)
-        if state["path"]:
-            line(f"  {result.task_id}  {state['path']}")
+        report = await find_report(result.task_id, QUEUE)
+        if report is not None and report.status == "SUCCESS":
+            line(f"  {result.task_id}  {report.execution.result['path']}")
     line(f"\ndone in {time.monotonic() - started:.1f}s")
     if console:
         assert worker.http_server is not None

@@ -18,6 +18,10 @@ async def store() -> AsyncIterator[str]:
     url = os.environ.get("TRACKER_MONGODB_URL") or None
     database = f"tracker_test_{uuid.uuid4().hex[:12]}"
     await tracker.connect(url, database)
+    if url is not None:
+        # A real server's database starts without indexes (`tracker migrate` creates them);
+        # the unique ones are part of what the tests check.
+        await connection.ensure_indexes()
     try:
         yield database
     finally:
@@ -55,6 +59,13 @@ def amqp_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return AMQP_URL
+
+
+@pytest.fixture(scope="module", params=["direct", "service"])
+def cli_backend(request: pytest.FixtureRequest) -> str:
+    """Each backend of the command line in turn: MongoDB itself, or a running service's
+    HTTP API (tests/service_harness.py); one suite of command tests runs against both."""
+    return str(request.param)
 
 
 @pytest.fixture

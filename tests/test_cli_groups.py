@@ -1,5 +1,6 @@
-"""`tracker groups` on the in-memory store: listing, showing, muting and resolving failure
-groups, audited under the operator's name; errors as one line with a real exit code."""
+"""`tracker groups` on the in-memory store, on MongoDB and through a service: listing,
+showing, muting and resolving failure groups, audited under the operator's name; errors as
+one line with a real exit code."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import tracker
+from tests.service_harness import OPERATOR, cli_state, through_service
 from tracker.cli import main
 from tracker.cli.app import CliState
 from tracker.clock import utcnow
@@ -39,9 +41,9 @@ def query(state: CliState, work: Callable[[], Awaitable[T]]) -> T:
 
 
 @pytest.fixture
-def seeded() -> tuple[CliState, list[str]]:
+def seeded(cli_backend: str) -> tuple[CliState, list[str]]:
     """Two causes on one queue: the first seen three times, the second once."""
-    state = CliState(Settings(), in_memory_database=f"tracker_cli_groups_{uuid.uuid4().hex[:8]}")
+    state = cli_state(f"tracker_cli_groups_{uuid.uuid4().hex[:8]}", cli_backend, Settings())
 
     async def seed() -> list[str]:
         ids = []
@@ -90,12 +92,13 @@ def test_paging_follows_the_printed_cursor(seeded: tuple[CliState, list[str]]) -
 
 
 def test_actions_are_audited_under_the_operator(seeded: tuple[CliState, list[str]]) -> None:
-    # Given
+    # Given: on MongoDB the operator names themself; a service knows them by their token
     state, (bad, _) = seeded
     env = {"TRACKER_ACTOR": "ana"}
+    resolver, via = ("ana", "api") if state.service else ("ben", "cli")
     # When
-    muted = cli(state, "groups", "mute", bad, "--reason", "known", "--json", env=env)
-    resolved = cli(state, "groups", "resolve", bad, "--by", "ben")
+    muted = cli(state, "groups", "mute", bad[:5], "--reason", "known", "--json", env=env)
+    resolved = cli(state, "groups", "resolve", bad, "--by", resolver)
     again = cli(state, "groups", "resolve", bad)
     unmuted = cli(state, "groups", "unmute", bad)
     # Then
@@ -106,8 +109,20 @@ def test_actions_are_audited_under_the_operator(seeded: tuple[CliState, list[str
     assert unmuted.exit_code == 0
     entries = query(state, lambda: audit.entries(target=f"group:{bad}"))
     done = sorted((e.action, e.actor, e.via, e.reason) for e in entries.items)
-    assert ("group.mute", "ana", "cli", "known") in done
-    assert ("group.resolve", "ben", "cli", None) in done
+    assert ("group.mute", "ana", via, "known") in done
+    assert ("group.resolve", resolver, via, None) in done
+
+
+def test_through_a_service_by_must_be_the_token_s_name() -> None:
+    # Given: a group, operated through a service whose token is ana's
+    state = through_service(f"tracker_cli_by_{uuid.uuid4().hex[:8]}")
+    bad = query(state, lambda: groups.note_dead_letter("q", "validation", "E", "bad", "e1"))
+    # When: someone else is named
+    refused = cli(state, "groups", "mute", bad, "--by", "ben")
+    # Then: refused before anything changed, saying who the token is
+    assert refused.exit_code == 2
+    assert f"you act as {OPERATOR.name!r}" in refused.output
+    assert json.loads(cli(state, "groups", "show", bad, "--json").stdout)["muted"] is False
 
 
 @pytest.mark.parametrize(
@@ -115,6 +130,8 @@ def test_actions_are_audited_under_the_operator(seeded: tuple[CliState, list[str
     [
         (["groups", "show", "0000000000000000"], 1),
         (["groups", "mute", "0000000000000000"], 1),
+        (["groups", "show", ""], 2),
+        (["groups", "list", "--queue", "no-such-queue"], 1),
         (["groups", "show", "\x1b[2J"], 2),
         (["groups", "list", "--state", "closed"], 2),
         (["groups", "list", "--limit", "501"], 2),

@@ -1,6 +1,7 @@
 """The command line meets hostile input: any text given to its parsers, values in the
-database that would rewrite a terminal, bounds that say what they are. Errors are one line
-with exit code 2 (usage) or 1 (failure), never a traceback."""
+database that would rewrite a terminal, bounds that say what they are, on MongoDB and
+through a service. Errors are one line with exit code 2 (usage) or 1 (failure), never a
+traceback."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracker
+from tests.service_harness import cli_state
 from tracker import TaskStatus, claim, create_execution, transition
 from tracker.cli import main
 from tracker.cli.app import CliState
@@ -29,10 +31,16 @@ COMMANDS = [
     ["status", "{x}"],
     ["dlq", "show", "{x}"],
     ["dlq", "list", "--queue", "{x}"],
+    ["dlq", "list", "--group", "{x}"],
     ["dlq", "list", "--limit", "{x}"],
     ["dlq", "list", "--older-than", "{x}"],
+    ["dlq", "archive", "{x}", "--reason", "r", "--dry-run"],
     ["stuck", "--older-than", "{x}"],
+    ["stuck", "--limit", "{x}"],
     ["stats", "--queue", "{x}"],
+    ["groups", "show", "{x}"],
+    ["replay", "status", "{x}"],
+    ["audit", "--target", "{x}"],
 ]
 
 
@@ -60,10 +68,10 @@ async def _seed(database: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def seeded() -> tuple[CliState, str]:
+def seeded(cli_backend: str) -> tuple[CliState, str]:
     database = f"tracker_cli_hostile_{uuid.uuid4().hex[:8]}"
     execution_id = asyncio.run(_seed(database))
-    return CliState(settings=Settings(), in_memory_database=database), execution_id
+    return cli_state(database, cli_backend), execution_id
 
 
 def cli(state: CliState, *args: str) -> Result:
@@ -84,7 +92,7 @@ def test_database_values_never_reach_the_terminal_raw(seeded: tuple[CliState, st
     # When / Then: no escape character reaches the terminal, whatever the command
     for args in (
         ["dlq", "list"],
-        ["dlq", "list", "--group"],
+        ["groups", "list"],
         ["dlq", "show", execution_id],
         ["stats"],
     ):
@@ -145,6 +153,8 @@ def test_any_argument_ends_in_a_clean_exit(
         (["stuck", "--older-than", "99999999999d"], "at most 100 years"),
         (["dlq", "list", "--limit", "0"], "0 is not in the range 1<=x<=10000"),
         (["dlq", "list", "--limit", "-1"], "-1 is not in the range"),
+        (["stuck", "--limit", "0"], "0 is not in the range 1<=x<=10000"),
+        (["dlq", "list", "--group"], "`--group ID` selects that group's dead letters"),
         (["status", "a\x00b"], "must not contain control characters"),
         (["status", "x" * 600], "over the 512-character limit"),
         (["serve", "consumers.reports", "-c", "0"], "0 is not in the range 1<=x<=10000"),
@@ -173,8 +183,13 @@ def test_an_unexpected_error_is_one_line_unless_debug(
     monkeypatch.setattr(tracker.TaskTracker, "get_queue_stats", broken)
     # When
     plain = cli(state, "stats", "--queue", "hostile-q")
-    # Then
+    # Then: one line (a service keeps the details in its own log)
     assert plain.exit_code == 1
+    if state.service is not None:
+        # (the lines before it are the in-process service's own log)
+        last = plain.output.splitlines()[-1]
+        assert last.startswith("Error: the service answered 500: internal error")
+        return
     assert plain.output.strip() == "Error: RuntimeError: the stats broke"
     debug = CliRunner().invoke(main, ["--debug", "stats", "--queue", "hostile-q"], obj=state)
     assert isinstance(debug.exception, RuntimeError)
@@ -186,8 +201,10 @@ def test_no_reachable_broker_node_is_one_line_naming_each_without_its_password(
     # Given: TRACKER_AMQP_URL lists two nodes, neither of which answers
     state, _ = seeded
     nodes = "amqp://guest:s3cret@127.0.0.1:1/,amqp://admin:hunter2@127.0.0.1:2/"
-    unreachable = CliState(
-        settings=Settings(amqp_url=nodes), in_memory_database=state.in_memory_database
+    unreachable = cli_state(
+        state.in_memory_database or "",
+        "service" if state.service else "direct",
+        Settings(amqp_url=nodes),
     )
     # When: a command that publishes
     result = cli(unreachable, "dlq", "import", "--queue", "hostile-q", "--yes")
@@ -195,6 +212,6 @@ def test_no_reachable_broker_node_is_one_line_naming_each_without_its_password(
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
     assert "no RabbitMQ node reachable of 127.0.0.1:1, 127.0.0.1:2" in line
-    assert "set TRACKER_AMQP_URL" in line
+    assert "check that RabbitMQ runs there and that TRACKER_AMQP_URL names it" in line
     assert "s3cret" not in line
     assert "hunter2" not in line

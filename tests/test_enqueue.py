@@ -15,7 +15,8 @@ from tracker.enqueue import Enqueuer
 from tracker.errors import PublishError
 from tracker.rabbit.aio_transport import AioPikaTransport
 from tracker.service.sweeper import Sweeper
-from tracker.testing import RecordingMiddleware
+from tracker.store import connection
+from tracker.testing import RecordingMiddleware, capture_logs
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
 
@@ -229,3 +230,63 @@ async def test_a_retry_publish_that_fails_is_not_lost(broker: Broker) -> None:
         chain = await wait_status(f"{queue}:r", "completed")
     assert [d.status for d in chain] == [TaskStatus.FAILED, TaskStatus.COMPLETED]
     assert attempts == [0, 1]
+
+
+async def test_enqueueing_on_a_private_in_memory_store_warns_once(broker: Broker) -> None:
+    # Given: the in-memory store, and no service consuming in this process
+    if not connection.is_in_memory():
+        pytest.skip("the warning is about the in-memory store")
+    queue = await broker.new_queue()
+    transport = AioPikaTransport(broker.url)
+    await transport.open()
+    try:
+        enqueuer = Enqueuer(transport)
+        # When
+        with capture_logs() as logs:
+            for n in range(3):
+                await enqueuer.enqueue(queue, {"n": n})
+        # Then: one warning that says what to do instead
+        warnings = [e for e in logs if "own in-memory store" in e["event"]]
+        assert len(warnings) == 1
+        assert warnings[0]["log_level"] == "warning"
+        assert "TRACKER_MONGODB_URL" in warnings[0]["event"]
+        assert "POST /api/v1/tasks" in warnings[0]["event"]
+    finally:
+        await transport.close()
+
+
+async def test_enqueueing_beside_a_consuming_service_does_not_warn(broker: Broker) -> None:
+    # Given: a service consuming in this process, on the same in-memory store
+    queue = await broker.new_queue()
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None: ...
+
+    async with (
+        tracker.Worker([handle], amqp_url=broker.url, stats_interval=None),
+        tracker.Publisher(broker.url) as publisher,
+    ):
+        # When
+        with capture_logs() as logs:
+            await publisher.enqueue(queue, {"n": 1})
+    # Then
+    assert not [e for e in logs if "own in-memory store" in e["event"]]
+
+
+@pytest.mark.parametrize("payload", [{1, 2}, {"n": float("nan")}, object(), b"bytes"])
+async def test_a_payload_json_cannot_encode_is_a_type_error_and_nothing_is_written(
+    broker: Broker, payload: object
+) -> None:
+    # Given
+    queue = await broker.new_queue()
+    transport = AioPikaTransport(broker.url)
+    await transport.open()
+    try:
+        # When
+        with pytest.raises(TypeError, match="not JSON-serialisable") as raised:
+            await Enqueuer(transport).enqueue(queue, payload, task_id=f"{queue}:bad")
+        # Then: the caller's value, not the tracker's configuration, and no record
+        assert not isinstance(raised.value, tracker.ConfigurationError)
+        assert await TaskTracker.find({"queueName": queue}).to_list() == []
+    finally:
+        await transport.close()

@@ -24,7 +24,7 @@ from tracker.cli.app import CliState
 from tracker.delivery.envelope import Envelope, OutgoingMessage
 from tracker.delivery.processor import Processor, ProcessorOptions
 from tracker.enqueue import Enqueuer
-from tracker.errors import ConfigurationError
+from tracker.errors import ConfigurationError, PublishError
 from tracker.service.sweeper import Sweeper
 from tracker.settings import Settings
 from tracker.store import connection
@@ -233,6 +233,45 @@ async def test_every_write_that_names_an_execution_names_its_task(
         "t:bad": TaskStatus.ARCHIVED,
         "t:slow": TaskStatus.DLQ,
     }
+
+
+class Refusing(Published):
+    """A transport whose publishes fail while ``failing``: the confirm lost
+    (``maybe_published``), or the message certainly not taken."""
+
+    def __init__(self, maybe_published: bool) -> None:
+        super().__init__()
+        self.maybe_published = maybe_published
+        self.failing = True
+
+    async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+        if self.failing:
+            raise PublishError("refused", maybe_published=self.maybe_published)
+        await super().publish(message, confirm=confirm)
+
+
+async def test_the_writes_after_a_failed_publish_name_the_task(sharded_store: Recorder) -> None:
+    # Given: one enqueue whose confirm is lost, one whose message is refused
+    queue = "sharded-publish"
+
+    @tracker.tracked(queue, retry_policy=FAST)
+    async def handle(task: TaskContext) -> None: ...
+
+    processor = Processor(handle, ProcessorOptions(worker_id="w"))
+    lost, refused = Refusing(maybe_published=True), Refusing(maybe_published=False)
+    # When: both fail, then the sweeper publishes the unconfirmed one again
+    for transport, task_id in ((lost, "t:lost"), (refused, "t:refused")):
+        with pytest.raises(PublishError):
+            await Enqueuer(transport).enqueue(queue, {"n": 1}, task_id=task_id)  # type: ignore[arg-type]
+    lost.failing = False
+    await Sweeper({queue: processor.outcomes}, lost.publish, republish_after=0.0).sweep()
+    # Then: the execution kept is published again, the refused one rolled back, and every
+    # write naming an execution named its task
+    assert [m.correlation_id for m in lost.messages] == ["t:lost"]
+    assert await tracker.TaskTracker.find({"taskId": "t:refused"}).to_list() == []
+    writes = [f for command in sharded_store.commands for f in single_execution_filters(command)]
+    assert len(writes) >= 3
+    assert [f for f in writes if "taskId" not in f] == []
 
 
 @pytest.mark.rabbitmq

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
+from fastapi import APIRouter
 
 import tracker
 from consumers import reports
+from consumers.report_files import ReportFiles
 from tests.rabbit import FAST, Broker, wait_status
 
 pytestmark = [pytest.mark.usefixtures("store")]
@@ -24,33 +27,59 @@ def test_the_report_id_is_a_hash_of_the_canonical_request() -> None:
     [
         ({"format": "csv"}, "needs an object 'params'"),
         ({"params": {}, "format": "xlsx"}, "format 'xlsx' is not supported"),
+        ({"params": {}, "format": ["csv"]}, "format \"['csv']\" is not supported"),
         ({"params": {"rows": -1}}, "params.rows must be an integer"),
+        ({"params": {"rows": True}}, "params.rows must be an integer"),
+        ({"params": {"rows": 100_001}, "format": "pdf"}, "from 0 to 100000 for pdf"),
+        ({"params": {"region": "mars"}}, "params.region must be one of north"),
+        ({"params": {"seed": 2.5}}, "params.seed must be an integer"),
+        ({"params": {"simulate": "meteor"}}, "params.simulate must be one of"),
+        ({"params": {"seconds": float("nan")}}, "params.seconds must be a number"),
+        ({"params": {"$where": 1}}, "unknown parameter '$where'"),
+        ({"params": {}, "colour": "red"}, "unknown field 'colour'"),
     ],
 )
 def test_bad_requests_are_validation_errors(payload: dict[str, object], error: str) -> None:
-    with pytest.raises(tracker.ValidationError, match=error):
+    with pytest.raises(tracker.ValidationError, match=re.escape(error)):
         reports.Request.parse(payload)
 
 
-def consumer(queue: str, timeout: float = 60) -> tracker.TrackedConsumer:
-    return tracker.tracked(
-        queue,
-        max_retries=1,
-        retry_policy=FAST,
-        timeout=timeout,
-        timeout_message=reports.make_report.timeout_message,
-    )(reports.make_report.handler)
+def test_the_module_gives_tracker_serve_its_consumer_and_its_routes() -> None:
+    # Given / When: what `tracker serve consumers.reports` loads
+    [consumer] = reports.CONSUMERS
+    # Then: the consumer, which releases its documents, and the routes
+    assert consumer.queue == "reports"
+    assert consumer.name == "make_report"
+    assert consumer.timeout_message == "make report timeout"
+    assert consumer.release == reports.FILES.release
+    assert isinstance(reports.ROUTER, APIRouter)
+    paths = {route.path for route in reports.ROUTER.routes}  # type: ignore[attr-defined]
+    assert paths == {"/reports", "/reports/{report_id}", "/reports/{report_id}/download"}
+
+
+async def test_submit_refuses_a_bad_request_before_anything_is_enqueued() -> None:
+    class Refuse:
+        async def enqueue(self, *args: object, **kwargs: object) -> tracker.EnqueueResult:
+            raise AssertionError("nothing is enqueued for a bad request")
+
+    with pytest.raises(tracker.ValidationError, match="format 'doc'"):
+        await reports.submit(Refuse(), {"rows": 1}, fmt="doc")
+
+
+def consumer(queue: str, files: ReportFiles, timeout: float = 60) -> tracker.TrackedConsumer:
+    return reports.consumer(queue, files, max_retries=1, retry_policy=FAST, timeout=timeout)
 
 
 @pytest.mark.rabbitmq
-async def test_a_large_report_is_built_in_pages_and_merged(
-    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_large_report_is_built_in_pages_and_merged(broker: Broker, tmp_path: Path) -> None:
     # Given
-    monkeypatch.setenv("REPORTS_OUTPUT_DIR", str(tmp_path))
+    files = ReportFiles(tmp_path)
     queue = await broker.new_queue()
     params = {"rows": 1800, "seed": 3}
-    async with tracker.Worker([consumer(queue)], broker.url), tracker.Publisher(broker.url) as pub:
+    async with (
+        tracker.Worker([consumer(queue, files)], broker.url),
+        tracker.Publisher(broker.url) as pub,
+    ):
         # When: a client submits, gets the id at once, and polls
         first = await reports.submit(pub, params, queue=queue)
         again = await reports.submit(pub, dict(params), queue=queue)
@@ -60,9 +89,10 @@ async def test_a_large_report_is_built_in_pages_and_merged(
     assert again.deduplicated
     assert after.deduplicated
     assert after.execution_id == first.execution_id
-    state = await reports.status(first.task_id)
-    assert state["status"] == "completed"
-    path = Path(state["path"])
+    state = await reports.status(first.task_id, queue)
+    assert state is not None
+    assert state["status"] == "SUCCESS"
+    path = files.document(first.task_id, first.execution_id, "csv")
     rows = list(csv.reader(path.read_text().splitlines()))
     assert rows[0] == list(reports.COLUMNS)
     assert len(rows) == 1 + 1800
@@ -74,13 +104,13 @@ async def test_a_large_report_is_built_in_pages_and_merged(
 
 
 @pytest.mark.rabbitmq
-async def test_a_report_past_its_timeout_fails_with_make_report_timeout(
-    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_report_past_its_timeout_is_retried_and_leaves_no_parts(
+    broker: Broker, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("REPORTS_OUTPUT_DIR", str(tmp_path))
+    files = ReportFiles(tmp_path)
     queue = await broker.new_queue()
     async with (
-        tracker.Worker([consumer(queue, timeout=0.5)], broker.url, lease=3),
+        tracker.Worker([consumer(queue, files, timeout=0.5)], broker.url, lease=3),
         tracker.Publisher(broker.url) as pub,
     ):
         submitted = await reports.submit(
@@ -91,3 +121,14 @@ async def test_a_report_past_its_timeout_fails_with_make_report_timeout(
         ("failed", "make report timeout"),
         ("completed", None),
     ]
+    folder = files.folder(submitted.task_id)
+    assert [p.name for p in folder.iterdir()] == [f"{chain[-1].execution_id}.csv"]
+
+
+async def test_status_is_none_for_a_report_never_requested_or_of_another_queue() -> None:
+    # Given: a task of the same id on another queue
+    task_id = reports.report_id({"rows": 1}, "csv")
+    await tracker.create_execution(task_id, "orders", {"params": {"rows": 1}})
+    # When / Then
+    assert await reports.status(task_id) is None
+    assert await reports.status(reports.report_id({"rows": 2}, "csv")) is None

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tracker
 from tests.factories import execution_in
@@ -12,7 +15,7 @@ from tracker import TaskContext, TaskStatus, TaskTracker
 from tracker.clock import utcnow
 from tracker.delivery.envelope import Envelope, OutgoingMessage
 from tracker.delivery.processor import Processor, ProcessorOptions
-from tracker.errors import PublishError
+from tracker.errors import PublishError, StoreUnavailableError
 from tracker.service.deadlines import DeadlineListener, deadline_body
 from tracker.service.sweeper import Sweeper
 from tracker.testing import RecordingMiddleware, capture_logs
@@ -146,6 +149,68 @@ async def test_a_deadline_for_an_attempt_that_already_failed_reports_no_timeout(
     assert delivery.settled == ["ack"]
     assert [m.message_id for m in published] == [first.publish[0].message_id]
     assert not [line for line in logs if line["event"] == "execution timed out"]
+
+
+class RawDeadline(DeadlineDelivery):
+    """Whatever bytes arrive on ``Q.timeouts``."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("x", "y")
+        self.envelope = Envelope(queue="reports.timeouts", body=body)
+
+
+class NoPublish:
+    async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
+        raise AssertionError("nothing to publish")
+
+
+@given(
+    execution_id=st.one_of(st.text(max_size=600), st.integers(), st.none(), st.lists(st.text())),
+    token=st.one_of(st.text(max_size=600), st.integers(), st.dictionaries(st.text(), st.text())),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+async def test_a_deadline_naming_no_possible_execution_is_settled_once_never_requeued(
+    execution_id: object, token: object
+) -> None:
+    # Given: a deadline message whose fields are anything at all
+    body = json.dumps({"executionId": execution_id, "claimToken": token}).encode()
+    processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
+    listener = DeadlineListener(processor.outcomes, NoPublish(), 0.0)  # type: ignore[arg-type]
+    delivery = RawDeadline(body)
+    # When
+    await listener.on_delivery(delivery)  # type: ignore[arg-type]
+    # Then: acked (there is nothing to fail), never requeued to come back for ever
+    assert delivery.settled == ["ack"]
+
+
+@pytest.mark.parametrize(
+    ("error", "settled"),
+    [
+        (StoreUnavailableError("MongoDB is down"), "requeue"),
+        (PublishError("the broker is gone"), "requeue"),
+        (RuntimeError("a bug"), "ack"),
+        (ValueError("never valid"), "ack"),
+    ],
+)
+async def test_a_deadline_that_fails_is_requeued_only_if_it_can_pass_later(
+    error: Exception, settled: str
+) -> None:
+    # Given: applying the deadline fails
+    processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
+
+    async def expire(execution_id: str, token: str) -> None:
+        raise error
+
+    processor.outcomes.expire = expire  # type: ignore[method-assign]
+    listener = DeadlineListener(processor.outcomes, NoPublish(), 0.0)  # type: ignore[arg-type]
+    delivery = DeadlineDelivery("reports:1:exec", "token")
+    # When
+    await listener.on_delivery(delivery)  # type: ignore[arg-type]
+    # Then: a passing outage is tried again; what would fail every time is dropped (the
+    # sweeper fails the execution past its deadline)
+    assert delivery.settled == [settled]
 
 
 async def test_the_sweeper_republishes_an_execution_left_without_message() -> None:

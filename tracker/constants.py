@@ -44,6 +44,8 @@ DEFAULT_AUTO_ARCHIVE_SECONDS: Final = 7 * 86400.0  # dead letters, then archived
 # this long; the audit log longest (TRACKER_AUDIT_RETENTION_DAYS, never shorter than these).
 OPERATIONS_RETENTION_SECONDS: Final = 90 * 86400.0
 DEFAULT_AUDIT_RETENTION_SECONDS: Final = 365 * 86400.0
+# Lists count what matches up to this many, then say "more than".
+MAX_COUNTED: Final = 10_000
 DEADLINE_INFIX: Final = ".deadline."
 TIMEOUTS_SUFFIX: Final = ".timeouts"
 

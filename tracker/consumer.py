@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
@@ -65,6 +66,8 @@ class TaskContext:
 
 
 Handler = Callable[[TaskContext], Awaitable[Any]]
+# Frees what an execution's result holds outside MongoDB (a file, say): see ``releasing``.
+Release = Callable[["TaskTracker"], Awaitable[None]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +87,8 @@ class QueueRules:
     retention: float | None = DEFAULT_RETENTION_SECONDS
     archived_retention: float | None = DEFAULT_ARCHIVED_RETENTION_SECONDS
     dlq_auto_archive_after: float | None = DEFAULT_AUTO_ARCHIVE_SECONDS
+    # Frees a result's outside resources before its record expires (``releasing``).
+    release: Release | None = None
 
     def timeout_text(self) -> str:
         """The error message of an execution that outlived ``timeout``."""
@@ -104,6 +109,14 @@ class TrackedConsumer(QueueRules):
 
     async def __call__(self, task: TaskContext) -> Any:
         return await self.handler(task)
+
+    def releasing(self, release: Release) -> TrackedConsumer:
+        """This consumer, with ``release(execution)`` freeing what an execution's result
+        holds outside MongoDB (the file a report was written to): the sweeper calls it once
+        per execution of the queue shortly before its record expires
+        (``Sweeper.release_ahead``), so nothing the record points to outlives it. It must be
+        idempotent: one that raises is called again at the next sweep."""
+        return dataclasses.replace(self, release=release)
 
 
 def task_context(
@@ -159,7 +172,8 @@ def tracked(
     Retention, per queue as the ATP process tracker's task types have it: completed
     executions are deleted ``retention`` after completion, failed attempts and archived dead
     letters ``archived_retention`` after; dead letters never expire, they are archived
-    ``dlq_auto_archive_after`` their enqueue by the sweeper. None keeps forever.
+    ``dlq_auto_archive_after`` their enqueue by the sweeper. None keeps forever. What a
+    result holds outside MongoDB is freed with its record: see ``TrackedConsumer.releasing``.
     """
     check_queue(queue)
     check_count(max_retries, "max_retries")

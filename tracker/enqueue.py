@@ -76,6 +76,7 @@ class Enqueuer:
         max_retries: int | None = None,
         dedupe_window: float | timedelta | None = None,
     ) -> EnqueueResult:
+        connection.warn_if_private()
         result, message, resend = await self._prepare(
             queue, payload, task_id, metadata, max_retries, dedupe_window
         )
@@ -93,7 +94,7 @@ class Enqueuer:
             remove = not exc.maybe_published and not resend
             raise await _unpublished(queue, result, exc, remove=remove) from exc
         if resend:
-            await _confirmed(result.execution_id)
+            await _confirmed(result.task_id, result.execution_id)
         return result
 
     async def _prepare(
@@ -186,7 +187,7 @@ async def _unpublished(
     task_id, execution_id = result.task_id, result.execution_id
     if remove:
         await connection.collection().delete_one(
-            {"executionId": result.execution_id, "status": TaskStatus.QUEUED.value}
+            {"taskId": task_id, "executionId": execution_id, "status": TaskStatus.QUEUED.value}
         )
         return PublishError(
             f"the broker did not accept the message for {queue!r} ({cause}); the execution "
@@ -197,7 +198,7 @@ async def _unpublished(
         )
     now = utcnow()
     await connection.collection().update_one(
-        {"executionId": result.execution_id, "status": TaskStatus.QUEUED.value},
+        {"taskId": task_id, "executionId": execution_id, "status": TaskStatus.QUEUED.value},
         {"$set": {"publishUnconfirmedAt": now, "updatedAt": now}},
     )
     return PublishError(
@@ -209,7 +210,8 @@ async def _unpublished(
     )
 
 
-async def _confirmed(execution_id: str) -> None:
+async def _confirmed(task_id: str, execution_id: str) -> None:
     await connection.collection().update_one(
-        {"executionId": execution_id}, {"$unset": {"publishUnconfirmedAt": ""}}
+        {"taskId": task_id, "executionId": execution_id},
+        {"$unset": {"publishUnconfirmedAt": ""}},
     )

@@ -84,6 +84,7 @@ class TaskTracker(Document):
     timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds")
     next_execution_id: str | None = Field(default=None, alias="nextExecutionId")
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
+    released_at: datetime | None = Field(default=None, alias="releasedAt")
     republished_at: datetime | None = Field(default=None, alias="republishedAt")
     publish_unconfirmed_at: datetime | None = Field(default=None, alias="publishUnconfirmedAt")
     timeout_at: datetime | None = Field(default=None, alias="timeoutAt")
@@ -111,6 +112,7 @@ class TaskTracker(Document):
         "updated_at",
         "lease_expires_at",
         "expires_at",
+        "released_at",
         "republished_at",
         "publish_unconfirmed_at",
         "timeout_at",

@@ -21,7 +21,8 @@ from tracker.constants import (
 from tracker.errors import ConfigurationError
 from tracker.validation import check_search_key
 
-LogFormat = Literal["json", "console"]
+# "auto": console lines on a terminal, JSON lines otherwise.
+LogFormat = Literal["json", "console", "auto"]
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 DEFAULT_HTTP_HOST = "127.0.0.1"
@@ -37,6 +38,8 @@ class Settings:
     ``http_port`` ``None`` means not configured: ``tracker serve`` then uses 9464, a
     ``Worker`` serves no endpoint. ``api_tokens`` empty: the console and the API answer on
     a loopback bind only; ``redact_fields``: payload fields never shown (lower-case).
+    ``service_url`` and ``service_token``: a running service the ``tracker`` command
+    operates through its HTTP API, and the bearer token it sends.
     """
 
     mongodb_url: str | None = None
@@ -44,7 +47,7 @@ class Settings:
     amqp_url: str = DEFAULT_AMQP_URL
     http_port: int | None = None
     http_host: str = DEFAULT_HTTP_HOST
-    log_format: LogFormat = "console"
+    log_format: LogFormat = "auto"
     log_level: str = "INFO"
     sharded: bool = False
     # Metadata keys operators search by (each gets an index), and how long the audit log
@@ -55,6 +58,8 @@ class Settings:
     redact_fields: frozenset[str] = frozenset()
     # How many cluster nodes hold each new quorum queue (None: the broker's default).
     quorum_group_size: int | None = None
+    service_url: str | None = None
+    service_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,8 +67,8 @@ class Settings:
         ``TRACKER_HTTP_PORT`` (formerly ``TRACKER_METRICS_PORT``), ``TRACKER_HTTP_HOST``,
         ``TRACKER_SHARDED`` (the collection is sharded on ``{taskId: 1}``),
         ``TRACKER_LOG_FORMAT``, ``TRACKER_LOG_LEVEL``, ``TRACKER_API_TOKENS``,
-        ``TRACKER_REDACT_FIELDS`` (see ``tracker.api_tokens``) and
-        ``TRACKER_QUORUM_GROUP_SIZE``."""
+        ``TRACKER_REDACT_FIELDS`` (see ``tracker.api_tokens``),
+        ``TRACKER_QUORUM_GROUP_SIZE``, ``TRACKER_SERVICE_URL`` and ``TRACKER_SERVICE_TOKEN``."""
         env = os.environ if environ is None else environ
         settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
         if database := env.get("TRACKER_DATABASE"):
@@ -96,9 +101,9 @@ class Settings:
         if days := env.get("TRACKER_AUDIT_RETENTION_DAYS"):
             settings = replace(settings, audit_retention=parse_audit_retention(days))
         if log_format := env.get("TRACKER_LOG_FORMAT"):
-            if log_format not in ("json", "console"):
+            if log_format not in ("json", "console", "auto"):
                 raise ConfigurationError(
-                    f"TRACKER_LOG_FORMAT must be 'json' or 'console', not {log_format!r}"
+                    f"TRACKER_LOG_FORMAT must be 'json', 'console' or 'auto', not {log_format!r}"
                 )
             settings = replace(settings, log_format=log_format)  # type: ignore[arg-type]
         if log_level := env.get("TRACKER_LOG_LEVEL"):
@@ -113,6 +118,10 @@ class Settings:
             settings = replace(settings, redact_fields=parse_fields(fields))
         if size := env.get("TRACKER_QUORUM_GROUP_SIZE"):
             settings = replace(settings, quorum_group_size=_parse_group_size(size))
+        if url := env.get("TRACKER_SERVICE_URL"):
+            settings = replace(settings, service_url=parse_service_url(url))
+        if token := env.get("TRACKER_SERVICE_TOKEN"):
+            settings = replace(settings, service_token=token.strip())
         return settings
 
     @classmethod
@@ -147,6 +156,22 @@ class Settings:
             stacklevel=2,
         )
         return self.service_http_port
+
+
+def parse_service_url(value: str, name: str = "TRACKER_SERVICE_URL") -> str:
+    """A service's base URL: ``http://`` or ``https://``, a host, a port perhaps; no
+    trailing slash."""
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{name} must be the service's URL, e.g. http://127.0.0.1:9464, not {value[:80]!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - a port out of range or not a number raises
+    except ValueError:
+        raise ConfigurationError(f"{name} has a bad port: {value[:80]!r}") from None
+    return url
 
 
 def parse_search_keys(value: str) -> tuple[str, ...]:

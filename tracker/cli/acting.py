@@ -1,43 +1,22 @@
-"""What the commands built on the operations layer share: who acts, and the errors an
-operation raises turned into one line and exit code 1."""
+"""What the commands that act share: who acts (``--by``), and times given as an age or a
+date (``--since``, ``--until``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from tracker.cli.app import run
 from tracker.cli.params import DURATION
 from tracker.clock import as_utc, utcnow
-from tracker.errors import ConflictError, NotFoundError
-from tracker.operations.actors import Actor, cli_actor
-from tracker.validation import printable
-
-T = TypeVar("T")
 
 by_option = click.option(
-    "--by", "by", help="Who acts, as the audit log names them (default: TRACKER_ACTOR, else you)."
+    "--by",
+    "by",
+    help="Who acts, as the audit log names them (default: TRACKER_ACTOR, else you; through a "
+    "service: your token's name).",
 )
-
-
-def actor(by: str | None = None) -> Actor:
-    """The operator at this terminal (``--by``, TRACKER_ACTOR, the OS user)."""
-    try:
-        return cli_actor(by)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--by") from None
-
-
-def act(ctx: click.Context, work: Callable[[], Awaitable[T]]) -> T:
-    """``run`` an operation: no such thing, a conflicting state or a refused value is one
-    line and exit 1."""
-    try:
-        return run(ctx, work)
-    except (NotFoundError, ConflictError, PermissionError, ValueError) as error:
-        raise click.ClickException(printable(str(error), 300)) from error
 
 
 class Moment(click.ParamType):  # type: ignore[type-arg]

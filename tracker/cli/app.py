@@ -13,17 +13,31 @@ import click
 
 from tracker.errors import ConfigurationError, StoreUnavailableError
 from tracker.logging import configure_logging
-from tracker.settings import Settings
+from tracker.settings import Settings, parse_service_url
 from tracker.validation import printable
+from tracker.version import DISTRIBUTION, __version__
 
 T = TypeVar("T")
 
 NOT_CONFIGURED = (
-    "TRACKER_MONGODB_URL is not set. The tracker command reads the MongoDB your workers "
-    "write to: set TRACKER_MONGODB_URL=mongodb://host:27017/tracker. (The in-memory store "
-    "lives inside one process and cannot be shared with this command; to see the tracker "
-    "work without a MongoDB server, run `make demo`.)"
+    "say which tracker to operate: a running service, `tracker --service "
+    "http://127.0.0.1:9464 ...` (or TRACKER_SERVICE_URL; the only way to reach one on the "
+    "in-memory store), or the MongoDB your workers write to, "
+    "TRACKER_MONGODB_URL=mongodb://host:27017/tracker"
 )
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """A running service to operate through its HTTP API: its base URL and the bearer token
+    to send (None: none, for a service without ``TRACKER_API_TOKENS`` on this machine).
+    ``transport``: makes the HTTP transport to use instead of the network (tests);
+    ``read_timeout``: seconds to wait for an answer (None: the default bound)."""
+
+    url: str
+    token: str | None = None
+    transport: Callable[[], Any] | None = None
+    read_timeout: float | None = None
 
 
 @dataclass
@@ -31,6 +45,8 @@ class CliState:
     settings: Settings
     # Tests and the single-process demo: the in-memory store of this process, by database.
     in_memory_database: str | None = None
+    # The service the operator commands go through (None: MongoDB directly).
+    service: ServiceTarget | None = None
 
 
 def state(ctx: click.Context) -> CliState:
@@ -91,7 +107,18 @@ class LazyGroup(click.Group):
         traceback with ``--debug``), never a page of traceback."""
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+        except click.ClickException as error:
+            # A failure already told in one line: with --debug, also what caused it.
+            if ctx.params.get("debug") and error.__cause__ is not None:
+                import traceback
+
+                cause = error.__cause__
+                click.echo(
+                    "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)),
+                    err=True,
+                )
+            raise
+        except (click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as error:
             if ctx.params.get("debug"):
@@ -129,20 +156,48 @@ COMMANDS = {
     lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+@click.option(
+    "--service",
+    metavar="URL",
+    help="Operate the service at URL through its HTTP API (default: TRACKER_SERVICE_URL; "
+    "its token: TRACKER_SERVICE_TOKEN) instead of MongoDB.",
+)
 @click.option("--debug", is_flag=True, help="On an unexpected error, show its traceback.")
+@click.version_option(
+    __version__,
+    "--version",
+    "-V",
+    prog_name="tracker",
+    message=f"%(prog)s %(version)s ({DISTRIBUTION})",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, service: str | None, debug: bool) -> None:
     """Inspect tracked tasks and operate the dead-letter queue.
 
-    Reads the MongoDB named by TRACKER_MONGODB_URL (and TRACKER_DATABASE); commands that
-    publish use TRACKER_AMQP_URL. Exit codes: 0 success, 1 failure, 2 bad usage.
+    The operator commands (status, stats, stuck, dlq, groups, replay, audit) work on a
+    running service's HTTP API with --service URL or TRACKER_SERVICE_URL, else on the
+    MongoDB named by TRACKER_MONGODB_URL (and TRACKER_DATABASE); commands that publish on
+    MongoDB use TRACKER_AMQP_URL. Exit codes: 0 success, 1 failure, 2 bad usage.
     """
     if ctx.obj is None:
         try:
             ctx.obj = CliState(settings=Settings.from_env())
         except ConfigurationError as error:
             raise click.UsageError(str(error)) from error
-    settings = state(ctx).settings
+    current = state(ctx)
+    url = service or (None if current.service else current.settings.service_url)
+    if url is not None:
+        try:
+            url = parse_service_url(url, "--service")
+        except ConfigurationError as error:
+            raise click.BadParameter(str(error), param_hint="--service") from None
+        known = current.service
+        current.service = ServiceTarget(
+            url,
+            current.settings.service_token if known is None else known.token,
+            None if known is None else known.transport,
+        )
+    settings = current.settings
     # Output is the command's; logs go to stderr, quiet unless TRACKER_LOG_LEVEL asks.
     level = settings.log_level if os.environ.get("TRACKER_LOG_LEVEL") else "WARNING"
     configure_logging(settings.log_format, level)

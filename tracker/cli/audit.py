@@ -9,36 +9,13 @@ from typing import Any
 
 import click
 
-from tracker.cli.acting import MOMENT, act
-from tracker.cli.output import emit_json, table
-from tracker.operations import audit as operations
-from tracker.operations.audit import ACTIONS, AuditEntry
+from tracker.cli.acting import MOMENT
+from tracker.cli.backend import AuditFilters
+from tracker.cli.operating import operate
+from tracker.cli.output import emit_json, shown_of, table
+from tracker.cli.rows import AUDIT_COLUMNS, audit_row
+from tracker.operations.audit import ACTIONS
 from tracker.operations.pages import MAX_LIMIT
-
-COLUMNS = [
-    ("at", "AT"),
-    ("actor", "ACTOR"),
-    ("via", "VIA"),
-    ("action", "ACTION"),
-    ("target", "TARGET"),
-    ("reason", "REASON"),
-    ("result", "RESULT"),
-]
-
-
-def entry_row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "actor": entry.actor,
-        "role": entry.role,
-        "via": entry.via,
-        "action": entry.action,
-        "target": entry.target,
-        "selection": entry.selection,
-        "reason": entry.reason,
-        "result": entry.result,
-    }
 
 
 @click.command()
@@ -64,25 +41,16 @@ def audit(
 ) -> None:
     """The audit log, newest first: every operator action of the CLI, the API and the
     console, with its actor, reason and result."""
-    page = act(
-        ctx,
-        lambda: operations.entries(
-            actor=actor,
-            action=action,
-            target=target,
-            since=since,
-            until=until,
-            cursor=cursor,
-            limit=limit,
-        ),
-    )
-    rows = [entry_row(entry) for entry in page.items]
+    filters = AuditFilters(actor, action, target, since, until)
+    page = operate(ctx, lambda backend: backend.audit(filters, cursor=cursor, limit=limit))
+    rows = [audit_row(entry) for entry in page.items]
     if as_json:
-        emit_json({"items": rows, "nextCursor": page.next_cursor})
+        emit_json({"items": rows, "nextCursor": page.next_cursor, "total": page.total})
         return
     shown = [{**row, "result": _compact(row["result"])} for row in rows]
-    table(shown, COLUMNS)
+    table(shown, AUDIT_COLUMNS)
     if page.next_cursor:
+        shown_of(len(rows), page.total)
         click.echo(f"more: --cursor {page.next_cursor}")
 
 

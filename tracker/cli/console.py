@@ -52,6 +52,7 @@ async def run_console(settings: Settings, host: str, port: int) -> None:
         Access(settings.api_tokens, host),
         settings.redact_fields,
         open_transport=open_transport,
+        amqp_url=settings.amqp_url,
     )
     try:
         await connection.ensure_indexes(settings.search_keys, settings.audit_retention)

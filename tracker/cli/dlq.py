@@ -4,24 +4,45 @@ import them (``dlq_actions``)."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from tracker.cli import dlq_actions
-from tracker.cli.app import run
-from tracker.cli.dlq_selection import (
-    ENTRY_COLUMNS,
-    entry_row,
-    filters_without_group,
-    selected,
-)
-from tracker.cli.groups import print_groups
-from tracker.cli.output import emit_json, show_block, table
+from tracker.cli.backend import Backend, Filters
+from tracker.cli.dlq_selection import chosen, filter_options
+from tracker.cli.operating import operate
+from tracker.cli.output import emit_json, show_block, shown_of, table
 from tracker.cli.output import show as show_value
 from tracker.cli.params import ID, LIMIT, json_option
-from tracker.models import TaskTracker
-from tracker.operations import groups, pages
-from tracker.operations.dead_letters import Selection
+from tracker.cli.resolve import one
+from tracker.cli.rows import ENTRY_COLUMNS, entry_row, record
+
+if TYPE_CHECKING:
+    from tracker.web.api.schemas import Execution, ExecutionDetail
+
+SHOWN = (
+    "executionId",
+    "taskId",
+    "queueName",
+    "status",
+    "retryCount",
+    "maxRetries",
+    "errorCategory",
+    "errorType",
+    "errorMessage",
+    "groupId",
+    "enqueuedAt",
+    "processingStartedAt",
+    "timeoutAt",
+    "failedAt",
+    "archivedAt",
+    "archivedReason",
+    "archivedBy",
+    "sourceExecutionId",
+    "nextExecutionId",
+    "claimedBy",
+)
 
 
 @click.group()
@@ -30,10 +51,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@filters_without_group
-@click.option(
-    "--group", "-g", "grouped", is_flag=True, help="List the failure groups (of --queue) instead."
-)
+@filter_options
 @click.option(
     "--limit", type=LIMIT, default=100, show_default=True, help="At most this many entries."
 )
@@ -44,79 +62,65 @@ def list_entries(
     queue: str | None,
     category: str | None,
     older_than: float | None,
-    grouped: bool,
+    group: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List dead letters, newest first; --group lists their failure groups instead (one per
-    cause: `tracker groups`), most recently seen first."""
-    if grouped:
-        if category is not None or older_than is not None:
-            raise click.UsageError("--group lists groups by --queue only (see `tracker groups`)")
-        page = run(ctx, lambda: groups.list_groups(queue=queue, limit=min(limit, pages.MAX_LIMIT)))
-        print_groups(page.items, page.next_cursor, as_json)
-        return
-    selection = Selection((), queue, category, older_than, limit=limit)
-    entries = run(ctx, lambda: selected(selection))
-    rows = [entry_row(doc) for doc in entries]
+    """List dead letters, newest first, with their task and failure group (`tracker groups
+    list` lists the groups themselves)."""
+    filters = Filters((), queue, category, older_than, group, limit)
+
+    async def work(backend: Backend) -> tuple[list[Execution], int | None]:
+        return await chosen(backend, filters)
+
+    entries, total = operate(ctx, work)
+    rows = [entry_row(entry) for entry in entries]
     if as_json:
         emit_json(rows)
-        return
-    table(rows, ENTRY_COLUMNS)
+    else:
+        table(rows, ENTRY_COLUMNS)
+    shown_of(len(rows), total, err=as_json)
 
 
 @dlq.command()
-@click.argument("execution_id", type=ID)
+@click.argument("execution_id", metavar="ID", type=ID)
 @json_option
 @click.pass_context
 def show(ctx: click.Context, execution_id: str, as_json: bool) -> None:
-    """The full record of one execution: fields, history, payload and stack."""
-    doc = run(ctx, lambda: TaskTracker.find_execution(execution_id))
-    if doc is None:
-        raise click.ClickException(f"no execution {show_value(execution_id)!r}")
-    record = doc.model_dump(by_alias=True, exclude={"id", "revision_id", "raw_body"}, mode="json")
-    if doc.raw_body is not None:
-        record["rawBody"] = doc.raw_body.decode("utf-8", "backslashreplace")
+    """The full record of one execution: fields, history, payload and stack. ID: an
+    execution id, a task id (its newest dead letter, else its newest execution), or the
+    start of either."""
+
+    async def work(backend: Backend) -> ExecutionDetail:
+        match = await one(backend, execution_id, ("execution", "task"))
+        if match.kind == "execution":
+            return await backend.execution(match.id)
+        chain = await backend.timeline(match.id)
+        dead = [e for e in chain if e.status == "dlq"]
+        return (dead or chain)[-1]
+
+    data = record(operate(ctx, work))
     if as_json:
-        emit_json(record)
+        emit_json(data)
         return
-    for key in (
-        "executionId",
-        "taskId",
-        "queueName",
-        "status",
-        "retryCount",
-        "maxRetries",
-        "errorCategory",
-        "errorType",
-        "errorMessage",
-        "groupId",
-        "enqueuedAt",
-        "processingStartedAt",
-        "failedAt",
-        "archivedAt",
-        "archivedReason",
-        "archivedBy",
-        "nextExecutionId",
-        "claimedBy",
-    ):
-        if record.get(key) is not None:
-            click.echo(f"{key:>20}: {show_value(record[key])}")
+    for key in SHOWN:
+        if data.get(key) is not None:
+            click.echo(f"{key:>20}: {show_value(data[key])}")
     click.echo("\nhistory:")
-    for entry in record["history"]:
+    for entry in data["history"]:
         message = show_value(entry.get("message") or "")
         click.echo(f"  {entry['at']}  {show_value(entry['status']):<10} {message}")
     click.echo("\npayload:")
-    click.echo(show_block(json.dumps(record.get("payload"), indent=2, ensure_ascii=False)))
-    if record.get("metadata"):
+    click.echo(show_block(json.dumps(data.get("payload"), indent=2, ensure_ascii=False)))
+    if data.get("metadata"):
         click.echo("\nmetadata:")
-        click.echo(show_block(json.dumps(record["metadata"], indent=2, ensure_ascii=False)))
-    if record.get("rawBody"):
+        click.echo(show_block(json.dumps(data["metadata"], indent=2, ensure_ascii=False)))
+    if data.get("rawBody"):
         click.echo("\nraw body:")
-        click.echo(show_block(record["rawBody"]))
-    if record.get("errorStack"):
+        click.echo(show_block(data["rawBody"]))
+    if data.get("errorStack"):
         click.echo("\nstack:")
-        click.echo(show_block(record["errorStack"]))
+        click.echo(show_block(data["errorStack"]))
 
 
 for _command in (

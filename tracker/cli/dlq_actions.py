@@ -4,36 +4,33 @@ import."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from tracker.cli.acting import actor
-from tracker.cli.app import run, state
+from tracker.cli.backend import Backend, Filters
 from tracker.cli.dlq_selection import (
     by_option,
-    entry_row,
+    chosen,
     filter_options,
+    filters_of,
     retention_option,
-    selected,
-    selection_of,
     summary,
 )
+from tracker.cli.operating import operate
 from tracker.cli.output import confirm, emit_json
 from tracker.cli.params import DURATION, ID, dry_run_option, json_option, yes_option
-from tracker.cli.publishing import cli_channel
-from tracker.cli.replay_output import run_here
-from tracker.operations import dead_letters as operations
-from tracker.operations import replays
-from tracker.operations.dead_letters import Selection
-from tracker.operations.replay_jobs import MAX_TASK_IDS, ReplayItem, ReplaySelection
+from tracker.cli.replay_output import progress_printer
+from tracker.cli.rows import entry_row
+from tracker.operations.replay_jobs import MAX_TASK_IDS as MAX_RETRY
 from tracker.operations.republish import MANUAL_RETRY_REASON
-from tracker.service.sweeper import auto_archive_reason
+
+if TYPE_CHECKING:
+    from tracker.web.api.schemas import ReplayItemOut
 
 
 @click.command()
-@click.argument("execution_ids", nargs=-1, type=ID)
+@click.argument("execution_ids", metavar="[ID]...", nargs=-1, type=ID)
 @filter_options
 @by_option
 @retention_option
@@ -54,47 +51,51 @@ def retry(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Retry dead letters as a replay job run in this process: each task's newest selected
-    dead letter runs again as a new execution (its other ones are archived with it), then is
-    archived ("Manual retry initiated"), so the retry chain shows it. A task that already has
-    an active execution is refused. Audited (`tracker audit`, `tracker replay status`)."""
-    selection = selection_of(execution_ids, queue, category, older_than, group, require=True)
-    who = actor(archived_by)
+    """Retry dead letters as a replay job: each task's newest selected dead letter runs
+    again as a new execution (its other ones are archived with it), then is archived
+    ("Manual retry initiated"), so the retry chain shows it. IDs: executions or tasks (all
+    their dead letters), whole or their start. A task that already has an active execution
+    is refused. On MongoDB the job runs in this command; through a service, the service
+    runs it and the command follows it. Audited (`tracker audit`, `tracker replay status`)."""
+    filters = filters_of(execution_ids, queue, category, older_than, group, require=True)
 
-    async def work() -> list[dict[str, Any]]:
-        entries = await selected(selection)
+    async def work(backend: Backend) -> list[dict[str, Any]]:
+        from tracker.web.api.schemas import ReplayRequest
+
+        actor = await backend.actor(archived_by)
+        entries, _ = await chosen(backend, filters)
         if dry_run or not entries:
             return [{**entry_row(e), "outcome": "would retry", "detail": ""} for e in entries]
-        if len(entries) > MAX_TASK_IDS:
+        if len(entries) > MAX_RETRY:
             raise click.ClickException(
-                f"{len(entries)} dead letters: retry at most {MAX_TASK_IDS} at once, or use "
+                f"{len(entries)} dead letters: retry at most {MAX_RETRY} at once, or use "
                 "`tracker replay start`"
             )
         confirm(yes, f"Retry {len(entries)} dead letter(s)?")
-        job = await replays.create_replay(
-            ReplaySelection(execution_ids=tuple(e.execution_id for e in entries)),
-            actor=who,
+        request = ReplayRequest(
+            execution_ids=[e.execution_id for e in entries],
             reason=MANUAL_RETRY_REASON,
             follow_seconds=0,
-            archived_retention=retention,
+            archived_retention_seconds=retention,
         )
-        await run_here(ctx, job.id, as_json)
-        return [_retried(item) async for item in _items(job.id)]
+        job = await backend.start_replay(request, actor)
+        await backend.run_replay(job.id, progress_printer(as_json))
+        return [_retried(item) for item in await _items(backend, job.id)]
 
-    summary(run(ctx, work), "retried", dry_run, as_json)
+    summary(operate(ctx, work), "retried", dry_run, as_json, named=filters.named)
 
 
-async def _items(job_id: str) -> AsyncIterator[ReplayItem]:
+async def _items(backend: Backend, job_id: str) -> list[ReplayItemOut]:
+    items: list[ReplayItemOut] = []
     cursor = None
     while True:
-        page = await replays.replay_items(job_id, cursor=cursor, limit=500)
-        for item in page.items:
-            yield item
+        page = await backend.replay_items(job_id, outcome=None, cursor=cursor, limit=500)
+        items += page.items
         if (cursor := page.next_cursor) is None:
-            return
+            return items
 
 
-def _retried(item: ReplayItem) -> dict[str, Any]:
+def _retried(item: ReplayItemOut) -> dict[str, Any]:
     outcome = {"republished": "retried", "skipped": "refused"}.get(item.outcome, "failed")
     return {
         "executionId": item.execution_id,
@@ -107,7 +108,7 @@ def _retried(item: ReplayItem) -> dict[str, Any]:
 
 
 @click.command("archive")
-@click.argument("execution_ids", nargs=-1, type=ID)
+@click.argument("execution_ids", metavar="[ID]...", nargs=-1, type=ID)
 @filter_options
 @click.option("--reason", "-r", required=True, help="Why (archivedReason).")
 @by_option
@@ -130,35 +131,33 @@ def archive_command(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Archive dead letters with a reason (no retry)."""
-    selection = selection_of(execution_ids, queue, category, older_than, group, require=True)
-    results = run(
+    """Archive dead letters with a reason (no retry). IDs: executions or tasks (all their
+    dead letters), whole or their start."""
+    filters = filters_of(execution_ids, queue, category, older_than, group, require=True)
+    results = operate(
         ctx,
-        lambda: _archive(selection, reason, archived_by, retention, dry_run, yes, as_json),
+        lambda backend: _archive(backend, filters, reason, archived_by, retention, dry_run, yes),
     )
-    summary(results, "archived", dry_run, as_json)
+    summary(results, "archived", dry_run, as_json, named=filters.named)
 
 
 async def _archive(
-    selection: Selection,
+    backend: Backend,
+    filters: Filters,
     reason: str,
     archived_by: str | None,
     retention: float | None,
     dry_run: bool,
     yes: bool,
-    quiet: bool,
+    default_by: str | None = None,
 ) -> list[dict[str, Any]]:
-    who = actor(archived_by)
-    entries = await selected(selection)
+    actor = await backend.actor(archived_by, default_by)
+    entries, _ = await chosen(backend, filters)
     if dry_run or not entries:
         return [{**entry_row(e), "outcome": "would archive", "detail": reason} for e in entries]
     confirm(yes, f"Archive {len(entries)} dead letter(s)?")
-    done = await operations.archive_dead_letters(
-        entries,
-        actor=who,
-        reason=reason,
-        retention=retention,
-        selection=_described(selection),
+    done = await backend.archive(
+        [e.execution_id for e in entries], filters, reason=reason, actor=actor, retention=retention
     )
     return [
         {
@@ -169,17 +168,6 @@ async def _archive(
         }
         for result in done
     ]
-
-
-def _described(selection: Selection) -> dict[str, Any]:
-    described = {
-        "execution_ids": list(selection.execution_ids)[:100],
-        "queue": selection.queue,
-        "category": selection.category,
-        "older_than_seconds": selection.older_than,
-        "group": selection.group,
-    }
-    return {key: value for key, value in described.items() if value not in (None, [])}
 
 
 @click.command("auto-archive")
@@ -195,8 +183,8 @@ def _described(selection: Selection) -> dict[str, Any]:
     "--by",
     "archived_by",
     type=ID,
-    default=lambda: f"tracker-dlq-auto-archive@{socket.gethostname()}",
-    help="The archivedBy recorded (default: this command and host).",
+    help="The archivedBy recorded (default on MongoDB: this command and host; through a "
+    "service: your token's name).",
 )
 @retention_option
 @dry_run_option
@@ -215,20 +203,18 @@ def auto_archive(
 ) -> None:
     """Archive dead letters older than --older-than (for cron), with the reason
     "Auto-archived after N days"."""
-    selection = Selection((), queue, None, older_than, None)
-    results = run(
+    from tracker.service.sweeper import auto_archive_reason
+
+    filters = Filters((), queue, None, older_than, None)
+    default_by = f"tracker-dlq-auto-archive@{socket.gethostname()}"
+    reason = auto_archive_reason(older_than)
+    results = operate(
         ctx,
-        lambda: _archive(
-            selection,
-            auto_archive_reason(older_than),
-            archived_by,
-            retention,
-            dry_run,
-            yes,
-            as_json,
+        lambda backend: _archive(
+            backend, filters, reason, archived_by, retention, dry_run, yes, default_by
         ),
     )
-    summary(results, "archived", dry_run, as_json)
+    summary(results, "archived", dry_run, as_json, named=False)
 
 
 @click.command()
@@ -248,14 +234,17 @@ def purge(
     """Delete archived entries for good (the TTL index does this by itself when retention is
     set; this is for entries archived without one)."""
 
-    async def work() -> int:
-        count = await operations.purge_archived(archived_older_than, dry_run=True)
-        if dry_run or count == 0:
-            return count
-        confirm(yes, f"Delete {count} archived entr{'y' if count == 1 else 'ies'} for good?")
-        return await operations.purge_archived(archived_older_than, actor=actor())
+    async def work(backend: Backend) -> int:
+        actor = await backend.actor(None)
+        counted = await backend.purge(archived_older_than, dry_run=True, actor=actor)
+        if dry_run or counted.matched == 0:
+            return counted.matched
+        many = counted.matched
+        confirm(yes, f"Delete {many} archived entr{'y' if many == 1 else 'ies'} for good?")
+        done = await backend.purge(archived_older_than, dry_run=False, actor=actor)
+        return done.deleted
 
-    count = run(ctx, work)
+    count = operate(ctx, work)
     if as_json:
         emit_json({"dryRun": dry_run, "deleted": 0 if dry_run else count, "matched": count})
     else:
@@ -280,22 +269,17 @@ def import_command(
     ctx: click.Context, queues: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
 ) -> None:
     """Record as dead letters the messages RabbitMQ moved to QUEUE.dlq without a tracker
-    record (delivery limit reached while MongoDB was down), and take them off that queue."""
-    from tracker.rabbit.dlq_import import import_untracked
+    record (delivery limit reached while MongoDB was down), and take them off that queue.
+    Copies of what the tracker knows (recorded, archived or purged) are only removed."""
+    names = list(dict.fromkeys(queues))
 
-    current = state(ctx)
-
-    async def work() -> dict[str, dict[str, int]]:
+    async def work(backend: Backend) -> dict[str, dict[str, Any]]:
         if not dry_run:
-            confirm(yes, f"Import untracked dead letters of {', '.join(queues)}?")
-        report = {}
-        async with cli_channel(current.settings) as channel:
-            for queue in queues:
-                result = await import_untracked(channel, queue, dry_run=dry_run)
-                report[queue] = vars(result)
-        return report
+            confirm(yes, f"Import untracked dead letters of {', '.join(names)}?")
+        report = await backend.import_queues(names, dry_run=dry_run)
+        return {queue: counts.model_dump() for queue, counts in report.queues.items()}
 
-    report = run(ctx, work)
+    report = operate(ctx, work)
     if as_json:
         emit_json({"dryRun": dry_run, "queues": report})
         return

@@ -1,61 +1,24 @@
 """``tracker groups``: failure groups (one per cause of dead letters) and their lifecycle:
-list, show, mute, unmute, resolve."""
+list, show, mute, unmute, resolve. A group is named by its id or the start of it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from tracker.cli.acting import act, actor, by_option
-from tracker.cli.output import emit_json, table
+from tracker.cli.acting import by_option
+from tracker.cli.backend import Backend
+from tracker.cli.operating import operate
+from tracker.cli.output import emit_json, shown_of, table
 from tracker.cli.output import show as show_value
 from tracker.cli.params import ID, json_option
-from tracker.operations import groups as operations
-from tracker.operations.groups import FailureGroup
+from tracker.cli.resolve import one
+from tracker.cli.rows import GROUP_COLUMNS, group_row
+from tracker.errors import NotFoundError
+from tracker.operations.groups import STATES
 from tracker.operations.pages import MAX_LIMIT
+from tracker.web.api.schemas import Group, ListOf
 
-GROUP_COLUMNS = [
-    ("id", "GROUP"),
-    ("state", "STATE"),
-    ("muted", "MUTED"),
-    ("count", "COUNT"),
-    ("queue", "QUEUE"),
-    ("category", "CATEGORY"),
-    ("errorType", "TYPE"),
-    ("lastSeen", "LAST SEEN"),
-    ("signature", "MESSAGE"),
-]
 reason_option = click.option("--reason", "-r", help="Why (written to the audit log).")
-
-
-def group_row(group: FailureGroup) -> dict[str, Any]:
-    return {
-        "id": group.id,
-        "state": group.state,
-        "muted": group.muted,
-        "count": group.count,
-        "queue": group.queue,
-        "category": group.category,
-        "errorType": group.error_type,
-        "signature": group.signature,
-        "sampleMessage": group.sample_message,
-        "sampleExecutionId": group.sample_execution_id,
-        "firstSeen": group.first_seen,
-        "lastSeen": group.last_seen,
-        "resolvedAt": group.resolved_at,
-        "resolvedBy": group.resolved_by,
-    }
-
-
-def print_groups(found: list[FailureGroup], next_cursor: str | None, as_json: bool) -> None:
-    rows = [group_row(g) for g in found]
-    if as_json:
-        emit_json({"items": rows, "nextCursor": next_cursor})
-        return
-    table(rows, GROUP_COLUMNS)
-    if next_cursor:
-        click.echo(f"more: --cursor {next_cursor}")
 
 
 @click.group()
@@ -67,7 +30,7 @@ def groups() -> None:
 
 @groups.command("list")
 @click.option("--queue", "-q", type=ID, help="Only this queue's groups.")
-@click.option("--state", type=click.Choice(operations.STATES), help="Only groups in this state.")
+@click.option("--state", type=click.Choice(STATES), help="Only groups in this state.")
 @click.option("--muted/--unmuted", default=None, help="Only muted, or only unmuted, groups.")
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True)
 @click.option("--cursor", help="Continue after the page that printed it.")
@@ -76,34 +39,44 @@ def groups() -> None:
 def list_groups(
     ctx: click.Context,
     queue: str | None,
-    state: operations.GroupState | None,
+    state: str | None,
     muted: bool | None,
     limit: int,
     cursor: str | None,
     as_json: bool,
 ) -> None:
     """Failure groups, most recently seen first."""
-    page = act(
-        ctx,
-        lambda: operations.list_groups(
+
+    async def work(backend: Backend) -> ListOf[Group]:
+        page = await backend.groups(
             queue=queue, state=state, muted=muted, cursor=cursor, limit=limit
-        ),
-    )
-    print_groups(page.items, page.next_cursor, as_json)
+        )
+        if not page.items and queue and not await backend.queues([queue]):
+            raise NotFoundError(f"no executions in queue {queue!r}")
+        return page
+
+    page = operate(ctx, work)
+    rows = [group_row(g) for g in page.items]
+    if as_json:
+        emit_json({"items": rows, "nextCursor": page.next_cursor, "total": page.total})
+        return
+    table(rows, GROUP_COLUMNS)
+    if page.next_cursor:
+        shown_of(len(rows), page.total)
+        click.echo(f"more: --cursor {page.next_cursor}")
 
 
 @groups.command()
-@click.argument("group_id", type=ID)
+@click.argument("group_id", metavar="ID", type=ID)
 @json_option
 @click.pass_context
 def show(ctx: click.Context, group_id: str, as_json: bool) -> None:
     """One group, with how many of its dead letters are left."""
 
-    async def work() -> dict[str, Any]:
-        group = await operations.get_group(group_id)
-        return {**group_row(group), "deadLettersLeft": await operations.dead_letters_left(group_id)}
+    async def work(backend: Backend) -> Group:
+        return await backend.group((await one(backend, group_id, ("group",))).id)
 
-    record = act(ctx, work)
+    record = group_row(operate(ctx, work))
     if as_json:
         emit_json(record)
         return
@@ -113,7 +86,7 @@ def show(ctx: click.Context, group_id: str, as_json: bool) -> None:
 
 def _action(name: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
-    @click.argument("group_id", type=ID)
+    @click.argument("group_id", metavar="ID", type=ID)
     @reason_option
     @by_option
     @json_option
@@ -121,9 +94,12 @@ def _action(name: str, help_text: str) -> click.Command:
     def command(
         ctx: click.Context, group_id: str, reason: str | None, by: str | None, as_json: bool
     ) -> None:
-        who = actor(by)
-        operation = getattr(operations, name)
-        group = act(ctx, lambda: operation(group_id, who, reason))
+        async def work(backend: Backend) -> Group:
+            actor = await backend.actor(by)
+            found = await one(backend, group_id, ("group",))
+            return await backend.group_action(name, found.id, actor, reason)
+
+        group = operate(ctx, work)
         if as_json:
             emit_json(group_row(group))
         else:

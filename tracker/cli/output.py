@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from tracker.constants import MAX_COUNTED
 from tracker.validation import printable
 
 T = TypeVar("T")
@@ -59,6 +60,15 @@ def table(
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def shown_of(count: int, total: int | None, *, err: bool = False) -> None:
+    """Say how much of a longer list is shown ("50 of 412 shown"); nothing when it is all.
+    A total over ``MAX_COUNTED`` is not counted on ("more than 10,000")."""
+    if total is None or total <= count:
+        return
+    of = f"more than {MAX_COUNTED:,}" if total > MAX_COUNTED else f"{total:,}"
+    click.echo(f"{count:,} of {of} shown", err=err)
 
 
 def confirm(yes: bool, question: str) -> None:

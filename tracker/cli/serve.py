@@ -13,6 +13,7 @@ from types import ModuleType
 
 import click
 import structlog
+from fastapi import APIRouter
 from prometheus_client import disable_created_metrics
 
 from tracker.cli.app import state
@@ -45,22 +46,39 @@ def consumers_of(module: ModuleType) -> list[TrackedConsumer]:
     return found
 
 
-def load(modules: tuple[str, ...]) -> list[TrackedConsumer]:
-    """Import each module, from the current directory first as ``python -m`` would."""
+def router_of(module: ModuleType) -> APIRouter | None:
+    """The module's ``ROUTER``: HTTP routes of its own, served under ``/api/v1``."""
+    declared = getattr(module, "ROUTER", None)
+    if declared is not None and not isinstance(declared, APIRouter):
+        raise click.UsageError(
+            f"{module.__name__}.ROUTER must be a fastapi.APIRouter, not {type(declared).__name__}"
+        )
+    return declared
+
+
+def load(modules: tuple[str, ...]) -> tuple[list[TrackedConsumer], list[APIRouter]]:
+    """Import each module, from the current directory first as ``python -m`` would: the
+    consumers, and the routers of those that have one."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     consumers: list[TrackedConsumer] = []
+    routers: list[APIRouter] = []
     for name in modules:
         try:
             module = importlib.import_module(name)
         except ImportError as error:
             raise click.UsageError(f"cannot import {name!r}: {error}") from error
         consumers.extend(consumers_of(module))
-    return consumers
+        if (router := router_of(module)) is not None:
+            routers.append(router)
+    return consumers, routers
 
 
 async def serve_until_signalled(
-    consumers: list[TrackedConsumer], settings: Settings, options: ServiceOptions
+    consumers: list[TrackedConsumer],
+    settings: Settings,
+    options: ServiceOptions,
+    routers: list[APIRouter] | None = None,
 ) -> None:
     """Connect, bring the indexes in step, run the service until SIGTERM/SIGINT."""
     await connection.connect(settings.mongodb_url, settings.database, sharded=settings.sharded)
@@ -76,6 +94,7 @@ async def serve_until_signalled(
                 quorum_group_size=settings.quorum_group_size,
             ),
             options,
+            routers=routers or (),
         )
         await service.start()
         loop = asyncio.get_running_loop()
@@ -136,16 +155,17 @@ def serve(
     """Run the tracked consumers of MODULES (e.g. consumers.reports) as a service.
 
     One process runs the consumers, the timeout listener, the sweeper and the HTTP endpoint
-    (/livez, /healthz, /metrics, the API under /api/v1 and the console at /; see
-    TRACKER_API_TOKENS in docs/console.md). Logs are JSON lines unless TRACKER_LOG_FORMAT
-    is console. SIGTERM or SIGINT stops it gracefully. It exits 1 when it cannot start (MongoDB or
-    RabbitMQ unreachable, the port taken), with the reason on one line.
+    (/livez, /healthz, /metrics, the API under /api/v1 with the ROUTER of each module that
+    has one, and the console at /; see TRACKER_API_TOKENS in docs/console.md). Logs are JSON
+    lines unless TRACKER_LOG_FORMAT is console. SIGTERM or SIGINT stops it gracefully. It
+    exits 1 when it cannot start (MongoDB or RabbitMQ unreachable, the port taken), with the
+    reason on one line.
     """
     settings = state(ctx).settings
     # A service logs JSON lines unless told otherwise.
     log_format = settings.log_format if "TRACKER_LOG_FORMAT" in os.environ else "json"
     configure_logging(log_format, settings.log_level)
-    consumers = load(modules)
+    consumers, routers = load(modules)
     # The service's exposition without the `_created` twin of every counter: half the size,
     # and nothing in the dashboards or rules reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -167,7 +187,7 @@ def serve(
         database=settings.database,
     )
     try:
-        asyncio.run(serve_until_signalled(consumers, settings, options))
+        asyncio.run(serve_until_signalled(consumers, settings, options, routers))
     except HandlerInterrupt as interrupt:
         click.echo(f"tracker serve: {interrupt}", err=True)
         raise SystemExit(interrupt.exit_code) from None

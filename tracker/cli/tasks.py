@@ -2,64 +2,42 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from beanie import SortDirection
 
-from tracker.cli.app import run, state
-from tracker.cli.output import confirm, emit_json, progress, show, table
-from tracker.cli.params import DURATION, ID, dry_run_option, json_option, yes_option
-from tracker.cli.publishing import cli_publisher, operator_outcomes
-from tracker.clock import utcnow
+from tracker.cli.backend import Backend
+from tracker.cli.operating import operate
+from tracker.cli.output import confirm, emit_json, show, shown_of, table
+from tracker.cli.params import DURATION, ID, LIMIT, dry_run_option, json_option, yes_option
+from tracker.cli.resolve import by_task, one
+from tracker.cli.rows import STATUS_COLUMNS, STUCK_COLUMNS, execution_row, stuck_row
 from tracker.lifecycle import TaskStatus
-from tracker.models import TaskTracker
-from tracker.store import connection
 
-
-def execution_row(doc: TaskTracker) -> dict[str, Any]:
-    return {
-        "retryCount": doc.retry_count,
-        "executionId": doc.execution_id,
-        "queueName": doc.queue_name,
-        "status": doc.status.value,
-        "enqueuedAt": doc.enqueued_at,
-        "processingStartedAt": doc.processing_started_at,
-        "finishedAt": doc.completed_at or doc.failed_at,
-        "archivedAt": doc.archived_at,
-        "errorCategory": doc.error_category.value if doc.error_category else None,
-        "errorMessage": doc.error_message,
-    }
+if TYPE_CHECKING:
+    from tracker.web.api.schemas import ExecutionDetail
 
 
 @click.command()
-@click.argument("task_id", type=ID)
+@click.argument("task_id", metavar="ID", type=ID)
 @json_option
 @click.pass_context
 def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
-    """Show the retry chain of TASK_ID: every attempt, oldest first."""
-    chain = run(ctx, lambda: TaskTracker.find_retry_chain(task_id))
-    if not chain:
-        raise click.ClickException(f"no executions of task {task_id!r}")
-    rows = [execution_row(doc) for doc in chain]
+    """Show the retry chain of a task, every attempt oldest first. ID: a task id, an
+    execution id (its task's chain), or the start of either."""
+
+    async def work(backend: Backend) -> tuple[str, list[ExecutionDetail]]:
+        match = await one(backend, task_id, ("task", "execution"), key=by_task)
+        task = match.task_id or match.id
+        return task, await backend.timeline(task)
+
+    task, chain = operate(ctx, work)
+    rows = [execution_row(execution) for execution in chain]
     if as_json:
-        emit_json({"taskId": task_id, "executions": rows})
+        emit_json({"taskId": task, "executions": rows})
         return
-    click.echo(f"task {show(task_id)}: {len(chain)} execution(s), now {chain[-1].status.value}")
-    table(
-        rows,
-        [
-            ("retryCount", "#"),
-            ("executionId", "EXECUTION"),
-            ("status", "STATUS"),
-            ("enqueuedAt", "ENQUEUED"),
-            ("processingStartedAt", "STARTED"),
-            ("finishedAt", "FINISHED"),
-            ("errorCategory", "CATEGORY"),
-            ("errorMessage", "MESSAGE"),
-        ],
-    )
+    click.echo(f"task {show(task)}: {len(chain)} execution(s), now {chain[-1].status}")
+    table(rows, STATUS_COLUMNS)
 
 
 @click.command()
@@ -70,20 +48,23 @@ def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
 @click.pass_context
 def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
     """Executions per status per queue."""
-
-    async def collect() -> dict[str, dict[str, int]]:
-        names = list(queues) or sorted(await connection.collection().distinct("queueName"))
-        return {name: await TaskTracker.get_queue_stats(name) for name in names}
-
-    result = run(ctx, collect)
+    found = operate(ctx, lambda backend: backend.queues(list(queues) or None))
+    result = {queue.name: queue.counts for queue in found}
+    missing = [name for name in dict.fromkeys(queues) if name not in result]
+    if missing and not result:
+        names = ", ".join(repr(show(name)) for name in missing)
+        raise click.ClickException(f"no executions in queue {names}")
     if as_json:
         emit_json(result)
-        return
-    statuses = [s.value for s in TaskStatus]
-    table(
-        [{"queue": name, **counts} for name, counts in result.items()],
-        [("queue", "QUEUE"), *((s, s.upper()) for s in statuses)],
-    )
+    else:
+        statuses = [s.value for s in TaskStatus]
+        table(
+            [{"queue": name, **counts} for name, counts in result.items()],
+            [("queue", "QUEUE"), *((s, s.upper()) for s in statuses)],
+        )
+    if missing:
+        names = ", ".join(repr(show(name)) for name in missing)
+        click.echo(f"no executions in queue {names}", err=True)
 
 
 @click.command()
@@ -91,15 +72,18 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--older-than",
     type=DURATION,
-    default="30m",
-    show_default=True,
-    help="Processing for longer than this.",
+    help="Only those processing for longer than this (they are listed once past their "
+    "own deadline whatever it is).",
+)
+@click.option(
+    "--limit", type=LIMIT, default=100, show_default=True, help="At most this many, longest first."
 )
 @click.option(
     "--fail",
     "fail_them",
     is_flag=True,
-    help="Fail them as timed out (retry or dead-letter by the usual policy; publishes).",
+    help="Fail them as timed out after their own timeout (retry or dead-letter by the usual "
+    "policy; publishes).",
 )
 @dry_run_option
 @yes_option
@@ -108,66 +92,38 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
 def stuck(
     ctx: click.Context,
     queue: str | None,
-    older_than: float,
+    older_than: float | None,
+    limit: int,
     fail_them: bool,
     dry_run: bool,
     yes: bool,
     as_json: bool,
 ) -> None:
-    """List executions stuck in processing; with --fail, fail them as timed out."""
-    current = state(ctx)
+    """List executions stuck in processing past their own deadline (the one the alert
+    TrackerExecutionsStuck counts), longest first; with --fail, fail them as timed out."""
 
-    async def work() -> dict[str, Any]:
-        query: dict[str, Any] = {
-            "status": TaskStatus.PROCESSING.value,
-            "processingStartedAt": {"$lt": utcnow() - timedelta(seconds=older_than)},
-        }
-        if queue:
-            query = {"queueName": queue, **query}
-        found = (
-            await TaskTracker.find(query)
-            .sort([("processingStartedAt", SortDirection.ASCENDING)])
-            .to_list()
-        )
-        failed: list[str] = []
-        if fail_them and found and not dry_run:
-            confirm(yes, f"Fail {len(found)} stuck execution(s) as timed out?")
-            async with cli_publisher(current.settings) as publish:
-                with progress(found, len(found), "failing", as_json) as bar:
-                    for doc in bar:
-                        outcomes = operator_outcomes(doc.queue_name, older_than)
-                        decision = await outcomes.expire(doc.execution_id, doc.claim_token)
-                        for message in decision.publish if decision else ():
-                            await publish(message)
-                        if decision is not None:
-                            failed.append(doc.execution_id)
+    async def work(backend: Backend) -> dict[str, Any]:
+        found = await backend.stuck(queue, older_than, limit)
+        results: list[dict[str, Any]] = []
+        if fail_them and found.items and not dry_run:
+            actor = await backend.actor(None)
+            confirm(yes, f"Fail {len(found.items)} stuck execution(s) as timed out?")
+            done = await backend.fail_stuck([e.execution_id for e in found.items], actor)
+            results = [result.model_dump() for result in done]
         return {
-            "stuck": [
-                {
-                    **execution_row(doc),
-                    "claimedBy": doc.claimed_by,
-                    "timeoutSeconds": doc.timeout_seconds,
-                }
-                for doc in found
-            ],
-            "failed": failed,
+            "stuck": [stuck_row(execution) for execution in found.items],
+            "total": found.total,
+            "failed": [r["execution_id"] for r in results if r["outcome"] != "skipped"],
+            "results": results,
             "dryRun": dry_run,
         }
 
-    result = run(ctx, work)
+    result = operate(ctx, work)
     if as_json:
         emit_json(result)
         return
-    table(
-        result["stuck"],
-        [
-            ("executionId", "EXECUTION"),
-            ("queueName", "QUEUE"),
-            ("processingStartedAt", "STARTED"),
-            ("claimedBy", "WORKER"),
-            ("timeoutSeconds", "TIMEOUT"),
-        ],
-    )
+    table(result["stuck"], STUCK_COLUMNS)
+    shown_of(len(result["stuck"]), result["total"])
     if fail_them:
         verb = "would fail" if dry_run else "failed"
         count = len(result["stuck"]) if dry_run else len(result["failed"])

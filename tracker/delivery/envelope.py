@@ -24,7 +24,7 @@ from tracker.constants import (
     MAX_PAYLOAD_BYTES,
     MESSAGE_VERSION,
 )
-from tracker.errors import ConfigurationError
+from tracker.errors import ConfigurationError, TrackerError
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,11 @@ class InvalidMessage:
     execution_id: str | None = None
 
 
+class PayloadNotJSONError(TrackerError, TypeError):
+    """A payload JSON cannot encode (a set, an object, NaN): the caller's value, refused
+    before anything is written."""
+
+
 class PayloadTooLargeError(ConfigurationError, ValueError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"payload is {size} bytes encoded, over the {limit}-byte limit")
@@ -85,9 +90,11 @@ class PayloadTooLargeError(ConfigurationError, ValueError):
 def encode_payload(payload: Any, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
     """The JSON message body for ``payload``; raises if it is not JSON or over ``limit``."""
     try:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"payload is not JSON-serialisable: {exc}") from exc
+        body = json.dumps(
+            payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadNotJSONError(f"payload is not JSON-serialisable: {exc}") from exc
     if len(body) > limit:
         raise PayloadTooLargeError(len(body), limit)
     return body

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import timedelta
 
 import structlog
 from beanie import SortDirection
@@ -17,6 +16,7 @@ from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
 from tracker.observability.metrics import GAUGED_STATUSES, TrackerMetrics
 from tracker.operations import group_upkeep
+from tracker.operations.stuck import stuck_filter
 from tracker.service.periodic import Periodic
 from tracker.store import connection
 
@@ -24,8 +24,9 @@ log = structlog.get_logger("tracker.metrics")
 
 
 class QueueStatsCollector(Periodic):
-    """Refreshes the per-queue gauges every ``interval`` seconds. ``queues`` maps each queue to
-    its consumer's timeout (seconds), which decides what counts as stuck.
+    """Refreshes the per-queue gauges every ``interval`` seconds, for each of ``queues`` (a
+    mapping to the consumer's timeout, kept for callers; an execution counts as stuck past
+    its own stored deadline, ``tracker.operations.stuck``).
 
     Every read is an indexed count or a one-document lookup on (queueName, status, ...): the
     cost follows the number of active and dead-lettered executions, never the completed ones.
@@ -48,8 +49,8 @@ class QueueStatsCollector(Periodic):
     async def refresh(self) -> bool:
         """Read every queue's statistics now; False (gauges left as they were) on failure."""
         try:
-            for queue, timeout in self.queues.items():
-                await self._refresh_queue(queue, timeout)
+            for queue in self.queues:
+                await self._refresh_queue(queue)
             await self._refresh_groups()
         except PyMongoError as error:
             self.metrics.stats_errors.inc()
@@ -58,18 +59,15 @@ class QueueStatsCollector(Periodic):
         self.metrics.stats_refreshed.set(time.time())
         return True
 
-    async def _refresh_queue(self, queue: str, timeout: float) -> None:
+    async def _refresh_queue(self, queue: str) -> None:
         collection = connection.collection()
         now = utcnow()
         for status in GAUGED_STATUSES:
             count = await collection.count_documents({"queueName": queue, "status": status.value})
             self.metrics.executions.labels(queue, status.value).set(count)
+        # The very definition `tracker stuck` lists by, so the alert and the command agree.
         stuck = await collection.count_documents(
-            {
-                "queueName": queue,
-                "status": TaskStatus.PROCESSING.value,
-                "processingStartedAt": {"$lt": now - timedelta(seconds=timeout)},
-            }
+            stuck_filter(connection.server_clock().estimate(), queue)
         )
         self.metrics.stuck.labels(queue).set(stuck)
         for status, gauge in (

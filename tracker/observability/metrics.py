@@ -118,7 +118,7 @@ class TrackerMetrics:
         )
         self.stuck = Gauge(
             "tracker_stuck_executions",
-            "Executions processing for longer than their consumer's timeout.",
+            "Executions processing past their deadline (timeoutAt): what `tracker stuck` lists.",
             ["queue"],
             registry=r,
         )

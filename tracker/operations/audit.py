@@ -21,7 +21,7 @@ from pymongo.errors import PyMongoError
 
 from tracker.clock import as_utc
 from tracker.operations.actors import Actor
-from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, fetch
+from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, count, fetch
 from tracker.operations.redaction import redact
 from tracker.store import connection
 from tracker.store.errors import describe
@@ -41,6 +41,7 @@ ACTIONS: Final = frozenset(
         "replay.cancel",
         "archive",
         "purge",
+        "stuck.fail",
         "group.mute",
         "group.unmute",
         "group.resolve",
@@ -145,13 +146,7 @@ async def entries(
     limit: int = DEFAULT_LIMIT,
 ) -> Page[AuditEntry]:
     """Entries, newest first, filtered by ``actor``, ``action``, ``target`` and time."""
-    query: dict[str, Any] = {}
-    for name, value in (("actor", actor), ("action", action), ("target", target)):
-        if value is not None:
-            query[name] = check_optional_id(value, name)
-    for bound in (since, until):
-        if bound is not None and not isinstance(bound, datetime):
-            raise TypeError(f"since and until must be datetimes, not {type(bound).__name__}")
+    query = _filter(actor, action, target, since, until)
     page = await fetch(
         _collection(),
         query,
@@ -162,6 +157,39 @@ async def entries(
         high=until,
     )
     return Page([_parsed(doc) for doc in page.items], page.next_cursor)
+
+
+async def count_entries(
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many entries ``entries`` lists in all (see ``pages.count``)."""
+    query = _filter(actor, action, target, since, until)
+    for bound, operator in ((since, "$gte"), (until, "$lte")):
+        if bound is not None:
+            query.setdefault("at", {})[operator] = as_utc(bound)
+    return await count(_collection(), query)
+
+
+def _filter(
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    for name, value in (("actor", actor), ("action", action), ("target", target)):
+        if value is not None:
+            query[name] = check_optional_id(value, name)
+    for bound in (since, until):
+        if bound is not None and not isinstance(bound, datetime):
+            raise TypeError(f"since and until must be datetimes, not {type(bound).__name__}")
+    return query
 
 
 def _entry(

@@ -13,11 +13,13 @@ from beanie import SortDirection
 from tracker.clock import seconds, utcnow
 from tracker.lifecycle import ErrorCategory, TaskStatus
 from tracker.models import TaskTracker
-from tracker.operations import audit, groups
+from tracker.operations import audit, groups, pages, purged
 from tracker.operations.actors import Actor
 from tracker.store import connection
 from tracker.store.executions import archive
 from tracker.validation import check_count, check_id, check_optional_id
+
+PURGE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class Selection:
             ErrorCategory(check_id(self.category, "category"))
         if self.older_than is not None:
             seconds(self.older_than)
-        if self.limit is not None:
-            check_count(self.limit, "limit")
+        if self.limit is not None and check_count(self.limit, "limit") < 1:
+            # A limit of 0 would be MongoDB's "no limit".
+            raise ValueError("limit must be at least 1")
 
     @property
     def by_id(self) -> bool:
@@ -79,6 +82,11 @@ async def select(selection: Selection) -> AsyncIterator[TaskTracker]:
         cursor = cursor.limit(selection.limit)
     async for entry in cursor:
         yield entry
+
+
+async def count_matching(selection: Selection) -> int:
+    """How many dead letters ``selection`` matches, its limit aside (``pages.count``)."""
+    return await pages.count(connection.collection(), _query(selection))
 
 
 async def missing_ids(execution_ids: Sequence[str]) -> list[str]:
@@ -133,8 +141,8 @@ async def purge_archived(
     older_than: float | timedelta, *, dry_run: bool = False, actor: Actor | None = None
 ) -> int:
     """Delete archived entries archived more than ``older_than`` ago (an archived document is
-    not written after its archiving, so ``updatedAt`` is its archive time); with ``actor``,
-    audited as ``purge``."""
+    not written after its archiving, so ``updatedAt`` is its archive time), each noted as
+    purged first (``purged``); with ``actor``, audited as ``purge``."""
     query = {
         "status": TaskStatus.ARCHIVED.value,
         "updatedAt": {"$lt": utcnow() - timedelta(seconds=seconds(older_than))},
@@ -142,11 +150,29 @@ async def purge_archived(
     if dry_run:
         return await connection.collection().count_documents(query)
     if actor is None:
-        result = await connection.collection().delete_many(query)
-        return result.deleted_count
+        return await _delete(query)
     actor.require_operator()
     selection = {"archived_older_than_seconds": seconds(older_than)}
     async with audit.audited(actor, "purge", "archived", selection=selection) as outcome:
-        result = await connection.collection().delete_many(query)
-        outcome.result["deleted"] = result.deleted_count
-    return result.deleted_count
+        deleted = await _delete(query)
+        outcome.result["deleted"] = deleted
+    return deleted
+
+
+async def _delete(query: dict[str, Any]) -> int:
+    """Delete what ``query`` matches a batch at a time, each batch noted as purged first."""
+    deleted = 0
+    while True:
+        batch = (
+            await connection.collection()
+            .find(query, projection={"_id": 1, "executionId": 1})
+            .limit(PURGE_BATCH)
+            .to_list(PURGE_BATCH)
+        )
+        if not batch:
+            return deleted
+        await purged.remember([doc["executionId"] for doc in batch if "executionId" in doc])
+        result = await connection.collection().delete_many(
+            {**query, "_id": {"$in": [doc["_id"] for doc in batch]}}
+        )
+        deleted += result.deleted_count

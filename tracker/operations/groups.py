@@ -28,7 +28,7 @@ from tracker.errors import ConflictError, NotFoundError
 from tracker.lifecycle import TaskStatus
 from tracker.operations import audit
 from tracker.operations.actors import SERVICE, Actor
-from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, fetch
+from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, count, fetch
 from tracker.store import connection
 from tracker.store.errors import describe
 from tracker.store.operator_records import GROUPS
@@ -156,6 +156,19 @@ async def list_groups(
     limit: int = DEFAULT_LIMIT,
 ) -> Page[FailureGroup]:
     """Groups, most recently seen first, of ``queue``, in ``state``, muted or not."""
+    query = _list_query(queue, state, muted)
+    page = await fetch(_groups(), query, Order("lastSeen"), cursor=cursor, limit=limit)
+    return Page([from_document(doc) for doc in page.items], page.next_cursor)
+
+
+async def count_groups(
+    *, queue: str | None = None, state: GroupState | None = None, muted: bool | None = None
+) -> int:
+    """How many groups ``list_groups`` lists in all (see ``pages.count``)."""
+    return await count(_groups(), _list_query(queue, state, muted))
+
+
+def _list_query(queue: str | None, state: str | None, muted: bool | None) -> dict[str, Any]:
     if state is not None and state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}, not {str(state)[:40]!r}")
     if muted is not None and not isinstance(muted, bool):
@@ -168,8 +181,7 @@ async def list_groups(
         query = {"state": states}
     if muted is not None:
         query["muted"] = muted
-    page = await fetch(_groups(), query, Order("lastSeen"), cursor=cursor, limit=limit)
-    return Page([from_document(doc) for doc in page.items], page.next_cursor)
+    return query
 
 
 async def mute(

@@ -23,6 +23,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from tracker.clock import as_utc
+from tracker.constants import MAX_COUNTED
 from tracker.validation import check_count
 
 T = TypeVar("T")
@@ -55,6 +56,12 @@ class Order:
     field: str
     kind: Kind = "date"
     descending: bool = True
+
+
+async def count(collection: Any, query: Mapping[str, Any]) -> int:
+    """How many documents match ``query``, counted up to ``MAX_COUNTED + 1`` (more than
+    ``MAX_COUNTED``: a list says "more than" rather than count on)."""
+    return int(await collection.count_documents(dict(query), limit=MAX_COUNTED + 1))
 
 
 def check_limit(limit: object) -> int:

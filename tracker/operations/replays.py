@@ -19,7 +19,7 @@ from tracker.constants import DEFAULT_ARCHIVED_RETENTION_SECONDS, OPERATIONS_RET
 from tracker.errors import ConflictError, NotFoundError
 from tracker.operations import audit
 from tracker.operations.actors import Actor
-from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, fetch
+from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, count, fetch
 from tracker.operations.replay_jobs import (
     FINISHED,
     OUTCOMES,
@@ -47,6 +47,7 @@ __all__ = [
     "ReplaySelection",
     "ReplayState",
     "cancel",
+    "count_replays",
     "create_replay",
     "get_replay",
     "list_replays",
@@ -136,13 +137,20 @@ async def list_replays(
     *, state: ReplayState | None = None, cursor: str | None = None, limit: int = DEFAULT_LIMIT
 ) -> Page[ReplayJob]:
     """Jobs, newest first, in ``state``."""
-    query: dict[str, Any] = {}
-    if state is not None:
-        if state not in STATES:
-            raise ValueError(f"state must be one of {', '.join(STATES)}, not {str(state)[:40]!r}")
-        query["state"] = state
+    query = _by_state(state)
     page = await fetch(jobs_collection(), query, Order("createdAt"), cursor=cursor, limit=limit)
     return Page([job_from(doc) for doc in page.items], page.next_cursor)
+
+
+async def count_replays(*, state: ReplayState | None = None) -> int:
+    """How many jobs ``list_replays`` lists in all (see ``pages.count``)."""
+    return await count(jobs_collection(), _by_state(state))
+
+
+def _by_state(state: str | None) -> dict[str, Any]:
+    if state is not None and state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}, not {str(state)[:40]!r}")
+    return {} if state is None else {"state": state}
 
 
 async def replay_items(

@@ -76,12 +76,20 @@ async def publish_execution(execution: TaskTracker, publish: Publish) -> bool:
         if error.maybe_published:
             now = utcnow()
             await connection.collection().update_one(
-                {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value},
+                {
+                    "taskId": execution.task_id,
+                    "executionId": execution.execution_id,
+                    "status": TaskStatus.QUEUED.value,
+                },
                 {"$set": {"publishUnconfirmedAt": now, "updatedAt": now}},
             )
             return False
         await connection.collection().delete_one(
-            {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value}
+            {
+                "taskId": execution.task_id,
+                "executionId": execution.execution_id,
+                "status": TaskStatus.QUEUED.value,
+            }
         )
         raise
     return True

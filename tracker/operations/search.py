@@ -23,6 +23,7 @@ filters are checked on the documents the index yields.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -175,14 +176,20 @@ async def timeline(task_id: str) -> list[TaskTracker]:
     return sorted(chain, key=lambda doc: (doc.created_at, doc.retry_count))
 
 
-async def queues() -> list[QueueSummary]:
-    """Every queue with executions (at most 200, by name): counts per status, the oldest
-    queued execution's enqueue time, failing groups."""
-    names = sorted(str(n) for n in await connection.collection().distinct("queueName"))
+async def queues(names: Sequence[str] | None = None) -> list[QueueSummary]:
+    """Every queue with executions (at most 200, by name), or those of ``names`` that have
+    any (in the order given): counts per status, the oldest queued execution's enqueue
+    time, failing groups."""
+    if names is None:
+        names = sorted(str(n) for n in await connection.collection().distinct("queueName"))
+    else:
+        names = list(dict.fromkeys(check_id(name, "queue") for name in names))
     summaries = []
     groups = connection.database()[GROUPS]
     for name in names[:MAX_QUEUES]:
         counts = await TaskTracker.get_queue_stats(name)
+        if not any(counts.values()):
+            continue
         oldest = (
             await connection.collection()
             .find(

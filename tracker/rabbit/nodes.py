@@ -40,13 +40,23 @@ OnFailover = Callable[[str, str], None]
 it raises is logged, not propagated."""
 
 
+def _advice(errors: dict[str, str]) -> str:
+    """What to do about the reasons the nodes gave."""
+    reasons = " ".join(errors.values())
+    if "ACCESS_REFUSED" in reasons or "Authentication" in reasons:
+        return "check the user and password in TRACKER_AMQP_URL"
+    return "check that RabbitMQ runs there and that TRACKER_AMQP_URL names it"
+
+
 class NoBrokerNodeError(TrackerError, ConnectionError):
     """None of the nodes accepted a connection. ``nodes``: the nodes tried, redacted;
     ``errors``: node -> why it failed (credentials removed)."""
 
     def __init__(self, nodes: Sequence[str], errors: dict[str, str]) -> None:
         detail = "; ".join(f"{node}: {errors.get(node, 'not tried')}" for node in nodes)
-        super().__init__(f"no RabbitMQ node reachable of {', '.join(nodes)} ({detail})")
+        super().__init__(
+            f"no RabbitMQ node reachable of {', '.join(nodes)} ({detail}): {_advice(errors)}"
+        )
         self.nodes = list(nodes)
         self.errors = dict(errors)
 

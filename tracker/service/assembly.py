@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from fastapi import APIRouter
 
 from tracker.api_tokens import ApiToken
 from tracker.constants import timeouts_queue_name
@@ -89,6 +90,8 @@ class Service:
     ``start()`` declares each queue's topology and consumes it; ``stop()`` stops gracefully:
     no new deliveries, in-flight handlers get ``shutdown_timeout`` seconds to finish, the rest
     are cancelled and their deliveries left unacked for redelivery, their claims released.
+    ``routers``: the consumers' own API routes, served under ``/api/v1`` with the API's
+    access rules (when the options give an HTTP port).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Service:
         *,
         middleware: Iterable[Middleware] = (),
         metrics: TrackerMetrics | None = None,
+        routers: Iterable[APIRouter] = (),
     ) -> None:
         self.consumers = list(consumers)
         if not self.consumers:
@@ -151,12 +155,16 @@ class Service:
             options.redact_fields,
             transport=transport,
             service=True,
+            # What reads a broker queue itself (the dlq import) connects to the same broker.
+            amqp_url=getattr(transport, "url", None),
         )
         self.http_server = (
             None
             if options.http_port is None
             else HttpServer(
-                create_app(self.metrics.registry, self.health, operator=self.operator),
+                create_app(
+                    self.metrics.registry, self.health, operator=self.operator, api_routers=routers
+                ),
                 host=options.http_host,
                 port=options.http_port,
             )
@@ -193,6 +201,7 @@ class Service:
         await self.transport.open()
         self.metrics.connected_to(self.transport.node)
         self._running = True
+        connection.mark_consumed_here()
         for consumer in self.consumers:
             processor = self.processors[consumer.queue]
             await self.transport.declare(consumer)

@@ -15,8 +15,11 @@ from tracker.constants import deadline_queue_name
 from tracker.consumer import TaskContext
 from tracker.delivery.envelope import OutgoingMessage
 from tracker.delivery.outcomes import Outcomes
+from tracker.errors import PublishError, StoreUnavailableError
 from tracker.middleware import Middleware
+from tracker.store.errors import is_transient
 from tracker.transport import Delivery, Transport
+from tracker.validation import id_problem
 
 log = structlog.get_logger("tracker.deadlines")
 
@@ -26,12 +29,16 @@ def deadline_body(execution_id: str, claim_token: str) -> bytes:
 
 
 def read_deadline(body: bytes) -> tuple[str, str] | None:
-    """(executionId, claimToken) of a deadline message, None if it is not one."""
+    """(executionId, claimToken) of a deadline message, None if it is not one (both must be
+    ids: anything else could never name an execution, and would come back for ever)."""
     try:
         data = json.loads(body)
-        return str(data["executionId"]), str(data["claimToken"])
+        execution_id, token = data["executionId"], data["claimToken"]
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
+    if id_problem(execution_id) is not None or id_problem(token) is not None:
+        return None
+    return execution_id, token
 
 
 class DeadlineMiddleware(Middleware):
@@ -129,6 +136,17 @@ class DeadlineListener:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if not _passing(exc):
+                # It would fail the same way every time: the sweeper fails the execution
+                # once it is past its deadline.
+                log.error(
+                    "deadline not applied; dropped, the sweeper covers it",
+                    queue=queue,
+                    execution_id=deadline[0],
+                    error=type(exc).__name__,
+                )
+                await _quietly(delivery.ack)
+                return
             log.warning("deadline not applied; requeued", error=str(exc))
             await asyncio.sleep(self.requeue_delay)
             await _quietly(delivery.requeue)
@@ -143,6 +161,11 @@ class DeadlineListener:
                 outcome=decision.outcome,
             )
         await _quietly(delivery.ack)
+
+
+def _passing(error: Exception) -> bool:
+    """Whether trying again later can succeed: MongoDB or the broker out of reach for now."""
+    return isinstance(error, StoreUnavailableError | PublishError) or is_transient(error)
 
 
 async def _quietly(settle: Callable[[], Awaitable[None]]) -> None:

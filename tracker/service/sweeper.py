@@ -1,6 +1,7 @@
 """The periodic safety net (the TaskTracker schema's stuck-task detection): fails
 executions stuck in processing past their timeout, republishes executions left queued with
-no message, and archives dead letters past their queue's auto-archive age. Free of any
+no message, archives dead letters past their queue's auto-archive age, and has a queue's
+``release`` free what a result holds outside MongoDB before its record expires. Free of any
 transport: follow-up messages go to ``publish``."""
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class SweepReport:
     expired: int = 0
     republished: int = 0
     archived: int = 0
+    released: int = 0
 
 
 def auto_archive_reason(after_seconds: float) -> str:
@@ -54,7 +56,9 @@ class Sweeper(Periodic):
     sweeper fails it (the deadline listener normally does it at the timeout);
     ``republish_after``: how long a queued execution may wait before it is presumed to have
     no message and is published again (a second copy is harmless: it is a duplicate);
-    ``unconfirmed_after``: the same for one whose publish the broker did not confirm.
+    ``unconfirmed_after``: the same for one whose publish the broker did not confirm;
+    ``release_ahead``: how long before its record expires an execution is given to its
+    queue's ``release`` (several sweeps' worth, so that one sweep at least sees it first).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class Sweeper(Periodic):
         stuck_grace: float = 30.0,
         republish_after: float = 600.0,
         unconfirmed_after: float = 30.0,
+        release_ahead: float = 3600.0,
         archived_by: str | None = None,
     ) -> None:
         super().__init__(interval)
@@ -74,6 +79,7 @@ class Sweeper(Periodic):
         self.stuck_grace = stuck_grace
         self.republish_after = republish_after
         self.unconfirmed_after = unconfirmed_after
+        self.release_ahead = release_ahead
         self.archived_by = archived_by or f"tracker-sweeper@{socket.gethostname()}"
 
     name = "tracker-sweeper"
@@ -93,7 +99,8 @@ class Sweeper(Periodic):
             report.expired += await self.fail_stuck(queue, outcomes)
             report.republished += await self.republish_orphans(queue, outcomes)
             report.archived += await self.auto_archive(queue, outcomes)
-        if report.expired or report.republished or report.archived:
+            report.released += await self.release_expiring(queue, outcomes)
+        if report.expired or report.republished or report.archived or report.released:
             log.info("sweep", **vars(report))
         return report
 
@@ -141,7 +148,11 @@ class Sweeper(Periodic):
 
     async def _republish(self, execution: TaskTracker, outcomes: Outcomes, now: datetime) -> int:
         result = await connection.collection().update_one(
-            {"executionId": execution.execution_id, "status": TaskStatus.QUEUED.value},
+            {
+                "taskId": execution.task_id,
+                "executionId": execution.execution_id,
+                "status": TaskStatus.QUEUED.value,
+            },
             {"$set": {"republishedAt": now, "updatedAt": now}},
         )
         if not result.matched_count:
@@ -160,7 +171,7 @@ class Sweeper(Periodic):
             return 0
         if execution.publish_unconfirmed_at is not None:
             await connection.collection().update_one(
-                {"executionId": execution.execution_id},
+                {"taskId": execution.task_id, "executionId": execution.execution_id},
                 {"$unset": {"publishUnconfirmedAt": ""}},
             )
         return 1
@@ -190,3 +201,41 @@ class Sweeper(Periodic):
             await run_hooks(outcomes.middleware, "on_archived", queue, archived)
             await groups.settle(e.group_id for e in old if e.group_id)
         return archived
+
+    async def release_expiring(self, queue: str, outcomes: Outcomes) -> int:
+        """Call the queue's ``release`` with each execution whose record expires within
+        ``release_ahead`` (on the server's clock, which the TTL index deletes by), and mark
+        it ``releasedAt``; one that raises is left unmarked, for the next sweep."""
+        release = outcomes.rules.release
+        if release is None:
+            return 0
+        horizon = connection.server_clock().estimate() + timedelta(seconds=self.release_ahead)
+        expiring = (
+            await TaskTracker.find(
+                {
+                    "queueName": queue,
+                    "expiresAt": {"$lt": horizon},
+                    "releasedAt": {"$exists": False},
+                }
+            )
+            .sort([("expiresAt", SortDirection.ASCENDING)])
+            .limit(BATCH)
+            .to_list()
+        )
+        released = 0
+        for execution in expiring:
+            try:
+                await release(execution)
+            except Exception as error:
+                log.warning(
+                    "release failed, trying again next sweep",
+                    execution_id=execution.execution_id,
+                    error=f"{type(error).__name__}: {error}",
+                )
+                continue
+            await connection.collection().update_one(
+                {"taskId": execution.task_id, "executionId": execution.execution_id},
+                {"$set": {"releasedAt": utcnow()}},
+            )
+            released += 1
+        return released

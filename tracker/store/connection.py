@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import pymongo
 import structlog
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
@@ -21,11 +22,13 @@ from pymongo.errors import PyMongoError
 from tracker.clock import utcnow
 from tracker.constants import DEFAULT_DATABASE
 from tracker.errors import ConfigurationError, NotConnectedError, StoreUnavailableError
+from tracker.logging import default_level
 from tracker.models import TaskTracker
 from tracker.store import clock as server_time
 from tracker.store import indexes, inmemory, operator_records
 from tracker.store.clock import ServerClock
 from tracker.store.errors import describe
+from tracker.validation import printable
 
 log = structlog.get_logger("tracker.store")
 
@@ -40,6 +43,9 @@ class _Connection:
     sharded: bool
     clock: ServerClock
     missing_indexes: list[str] = field(default_factory=list)
+    # Whether a service consumes in this process (the in-memory store is then shared).
+    consumed_here: bool = False
+    warned_private: bool = False
 
 
 _connection: _Connection | None = None
@@ -60,6 +66,7 @@ async def connect(
     the URL sets ``timeoutMS``; ``sharded``: the collection is sharded on ``{taskId: 1}``
     (the sharded index set)."""
     global _connection
+    default_level()
     await disconnect()
     if mongodb_url is None and sharded:
         raise ConfigurationError("the in-memory MongoDB cannot hold the sharded index set")
@@ -70,7 +77,10 @@ async def connect(
     clock = ServerClock(in_memory=mongodb_url is None)
     try:
         if mongodb_url is not None:
-            await _observe_clock(client, clock)
+            # The first contact is bounded by server selection alone, so an unreachable
+            # server is reported within that bound (timeoutMS would otherwise govern it).
+            with pymongo.timeout(_selection_bound(mongodb_url, server_selection_timeout)):
+                await _observe_clock(client, clock)
         await init_beanie(
             database=client[database], document_models=[TaskTracker], skip_indexes=True
         )
@@ -86,9 +96,29 @@ async def connect(
         _connection = None
         if mongodb_url is not None:
             await client.close()
-        where = "the in-memory MongoDB" if mongodb_url is None else redact(mongodb_url)
-        raise StoreUnavailableError(f"cannot reach MongoDB at {where}: {describe(exc)}") from exc
+        if mongodb_url is None:
+            raise StoreUnavailableError(f"the in-memory MongoDB failed: {describe(exc)}") from exc
+        bound = _selection_bound(mongodb_url, server_selection_timeout)
+        raise StoreUnavailableError(
+            f"cannot reach MongoDB at {redact(mongodb_url)} within {bound:g} s "
+            f"({_reason(exc)}): check TRACKER_MONGODB_URL and that the server is up"
+        ) from exc
     log.debug("store connected", database=database, in_memory=mongodb_url is None)
+
+
+def _selection_bound(url: str, default: float) -> float:
+    """Seconds to find a server: the URL's ``serverSelectionTimeoutMS``, else ``default``."""
+    given = {name.lower(): value for name, value in parse_qsl(urlsplit(url).query)}
+    try:
+        return int(given["serverselectiontimeoutms"]) / 1000
+    except (KeyError, ValueError):
+        return default
+
+
+def _reason(error: PyMongoError) -> str:
+    """Why the server could not be reached, without the driver's topology description."""
+    text = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
+    return printable(text.splitlines()[0] if text else type(error).__name__, 200)
 
 
 def _client(url: str, server_selection_timeout: float, timeout: float) -> Any:
@@ -97,7 +127,7 @@ def _client(url: str, server_selection_timeout: float, timeout: float) -> Any:
     options: dict[str, Any] = {
         "tz_aware": True,
         "appname": "tracker",
-        "serverSelectionTimeoutMS": round(server_selection_timeout * 1000),
+        "serverSelectionTimeoutMS": round(_selection_bound(url, server_selection_timeout) * 1000),
     }
     if "timeoutms" not in given:
         options["timeoutMS"] = round(timeout * 1000)
@@ -143,6 +173,27 @@ def is_connected() -> bool:
 
 def is_in_memory() -> bool:
     return _connection is not None and _connection.in_memory
+
+
+def mark_consumed_here() -> None:
+    """A service consumes in this process: what is enqueued here, it runs and records."""
+    _require().consumed_here = True
+
+
+def warn_if_private() -> None:
+    """Once per connection, loudly: enqueueing on the in-memory store of a process where no
+    service consumes. That store is this process's alone, so a ``tracker serve`` elsewhere
+    neither sees these executions nor deduplicates against them."""
+    state = _connection
+    if state is None or not state.in_memory or state.consumed_here or state.warned_private:
+        return
+    state.warned_private = True
+    log.warning(
+        "enqueueing on this process's own in-memory store: a service in another process does "
+        "not see these executions, and deduplication does not span processes; set "
+        "TRACKER_MONGODB_URL to share one MongoDB, or submit to the service with "
+        "POST /api/v1/tasks"
+    )
 
 
 def is_sharded() -> bool:

@@ -1,6 +1,7 @@
 """The tracker's other collections (the audit log, failure groups, replay jobs and their
-items): their names, their indexes and their retention, and the indexes of the metadata keys
-operators search by (``TRACKER_SEARCH_KEYS``) on ``task_trackers``.
+items, purged dead letters): their names, their indexes and their retention, and the
+indexes of the metadata keys operators search by (``TRACKER_SEARCH_KEYS``) on
+``task_trackers``.
 
 Retention is by TTL: the audit log's on ``at`` (its setting is the index's
 ``expireAfterSeconds``), the others' on ``expiresAt``, which is set when a record is done
@@ -22,6 +23,9 @@ AUDIT: Final = "tracker_audit"
 GROUPS: Final = "tracker_failure_groups"
 REPLAYS: Final = "tracker_replays"
 REPLAY_ITEMS: Final = "tracker_replay_items"
+# The execution ids of purged dead letters, so a copy left in a broker queue never brings
+# one back (``tracker.operations.purged``).
+PURGED: Final = "tracker_purged"
 # Metadata indexes are named with this prefix; search finds the declared keys by them.
 SEARCH_PREFIX: Final = "metadata."
 MAX_SEARCH_KEYS: Final = 8
@@ -72,6 +76,8 @@ REPLAY_ITEM_INDEXES: Final = [
     _index(("replayId", ASCENDING), ("outcome", ASCENDING), ("position", ASCENDING)),
     _expiry(),
 ]
+# Only the TTL index: a purged execution is looked up by its id, which is ``_id``.
+PURGED_INDEXES: Final = [_expiry()]
 
 
 def search_index(key: str) -> IndexModel:
@@ -113,6 +119,7 @@ async def ensure(
         GROUPS: GROUP_INDEXES,
         REPLAYS: REPLAY_INDEXES,
         REPLAY_ITEMS: REPLAY_ITEM_INDEXES,
+        PURGED: PURGED_INDEXES,
     }
     done = []
     for name, models in wanted.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -24,9 +25,14 @@ def create_app(
     health_checks: Health,
     routers: Iterable[APIRouter] = (),
     operator: Operator | None = None,
+    api_routers: Iterable[APIRouter] = (),
 ) -> FastAPI:
     """The app: ``/livez``, ``/healthz``, ``/metrics``, ``routers``, and with ``operator``
-    the API under ``/api/v1`` and the console at ``/``."""
+    the API under ``/api/v1`` (``api_routers`` beside its own, under its access rules) and
+    the console at ``/``."""
+    api_routers = tuple(api_routers)
+    if api_routers and operator is None:
+        raise ValueError("API routes need the API: pass the operator with them")
     app = FastAPI(
         title="tracker",
         summary="The operator API of the task tracker",
@@ -45,8 +51,43 @@ def create_app(
         app.state.operator = operator
         app.state.access = operator.access
         failures.install(app)
-        app.include_router(api.router())
+        app.include_router(api.router(api_routers))
         app.include_router(pages.router())
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _document_bad_input_as_400(app)
     return app
+
+
+BAD_INPUT: Final[dict[str, Any]] = {
+    "description": "Bad input: the reason in `error`",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
+
+
+def _document_bad_input_as_400(app: FastAPI) -> None:
+    """FastAPI documents bad input as its own 422 shape; the API answers 400 with
+    ``{"error": reason}`` (the error handlers), and its OpenAPI document says so."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", BAD_INPUT)
+        components = schema.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

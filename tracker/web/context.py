@@ -24,13 +24,15 @@ OpenTransport = Callable[[], Awaitable[Transport]]
 class Operator:
     """``transport``: the running service's (already open), or None with ``open_transport``
     to connect on first use; neither: nothing can be published from here. ``service``:
-    whether this process runs consumers (and so replays), for the console to say."""
+    whether this process runs consumers (and so replays), for the console to say.
+    ``amqp_url``: the broker, for what reads a queue itself (importing ``Q.dlq``)."""
 
     access: Access = field(default_factory=Access)
     redact_fields: frozenset[str] = frozenset()
     transport: Transport | None = None
     open_transport: OpenTransport | None = None
     service: bool = False
+    amqp_url: str | None = None
     _enqueuer: Enqueuer | None = field(default=None, init=False, repr=False)
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 

@@ -1,4 +1,4 @@
-"""What the operations layer raises, as HTTP: bad input 422, no such thing 404, not in this
+"""What the operations layer raises, as HTTP: bad input 400, no such thing 404, not in this
 state 409, MongoDB or RabbitMQ out of reach 503. The API answers JSON ``{"error": ...}``; the
 console an HTML page with the same sentence. Never a stack trace.
 """
@@ -52,7 +52,7 @@ def _status(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, PermissionError):
         return 403, message
     if isinstance(exc, ValueError | TypeError):
-        return 422, message
+        return 400, message
     if isinstance(exc, StoreUnavailableError) or (is_store_error(exc) and is_transient(exc)):
         return 503, "MongoDB is unavailable; try again shortly"
     if isinstance(exc, PublishError):
@@ -86,7 +86,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(request, 422, "; ".join(reasons(exc)) or "invalid request")
+        return error_response(request, 400, "; ".join(reasons(exc)) or "invalid request")
 
     async def failed(request: Request, exc: Exception) -> Response:
         status, message = _status(exc)

@@ -66,13 +66,13 @@ async def _refuse(send: Send, limit: int) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Bad input is a 422 with the reason; anything unexpected a 500 that says no more (the
+    """Bad input is a 400 with the reason; anything unexpected a 500 that says no more (the
     details go to the log)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            {"error": "; ".join(reasons(exc)) or "invalid request"}, status_code=422
+            {"error": "; ".join(reasons(exc)) or "invalid request"}, status_code=400
         )
 
     @app.exception_handler(HTTPException)

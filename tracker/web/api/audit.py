@@ -34,7 +34,12 @@ async def entries(
         cursor=cursor,
         limit=limit,
     )
+    total = await audit.count_entries(
+        actor=actor, action=action, target=target, since=since, until=until
+    )
     redact = lambda value: redacted(request, value)  # noqa: E731
     return ListOf[Audit](
-        items=[Audit.of(entry, redact) for entry in page.items], next_cursor=page.next_cursor
+        items=[Audit.of(entry, redact) for entry in page.items],
+        next_cursor=page.next_cursor,
+        total=total,
     )

@@ -29,12 +29,16 @@ async def list_groups(
     page = await groups.list_groups(
         queue=queue, state=state, muted=muted, cursor=cursor, limit=limit
     )
-    return ListOf[Group](items=[Group.of(g) for g in page.items], next_cursor=page.next_cursor)
+    total = await groups.count_groups(queue=queue, state=state, muted=muted)
+    return ListOf[Group](
+        items=[Group.of(g) for g in page.items], next_cursor=page.next_cursor, total=total
+    )
 
 
 @router.get("/failure-groups/{group_id}", summary="One failure group")
 async def get_group(group_id: str) -> Group:
-    return Group.of(await groups.get_group(group_id))
+    group = await groups.get_group(group_id)
+    return Group.of(group, dead_letters_left=await groups.dead_letters_left(group.id))
 
 
 @router.post("/failure-groups/{group_id}/{action}", summary="Mute, unmute or resolve a group")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from tracker.operations import search
 from tracker.web.api.schemas import ListOf, Queue
@@ -11,5 +13,10 @@ router = APIRouter(tags=["queues"])
 
 
 @router.get("/queues", summary="Queues: executions per status, failing groups")
-async def queues() -> ListOf[Queue]:
-    return ListOf[Queue](items=[Queue.of(q) for q in await search.queues()], next_cursor=None)
+async def queues(
+    name: Annotated[
+        list[str] | None, Query(max_length=200, description="only these queues (with executions)")
+    ] = None,
+) -> ListOf[Queue]:
+    found = await search.queues(name or None)
+    return ListOf[Queue](items=[Queue.of(q) for q in found], next_cursor=None)

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from tracker.lifecycle import ErrorCategory
 from tracker.models import TaskTracker
 from tracker.operations.audit import AuditEntry
 from tracker.operations.groups import FailureGroup
@@ -28,6 +29,15 @@ class Schema(BaseModel):
 class ListOf(Schema, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last")
+    total: int | None = Field(default=None, description="How many match in all, if counted")
+
+    @model_serializer(mode="wrap")
+    def _counted_only(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A list that does not count says nothing of a total rather than null.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("total") is None:
+            data.pop("total", None)
+        return data
 
 
 class Queue(Schema):
@@ -38,12 +48,7 @@ class Queue(Schema):
 
     @classmethod
     def of(cls, summary: QueueSummary) -> Queue:
-        return cls(
-            name=summary.name,
-            counts=dict(summary.counts),
-            oldest_queued_at=summary.oldest_queued_at,
-            failing_groups=summary.failing_groups,
-        )
+        return cls(**{**vars(summary), "counts": dict(summary.counts)})
 
 
 class HistoryEntry(Schema):
@@ -75,6 +80,9 @@ class Execution(Schema):
     source_execution_id: str | None = Field(description="the execution this one retried")
     next_execution_id: str | None
     metadata: dict[str, Any]
+    timeout_seconds: float | None = None
+    timeout_at: datetime | None = Field(default=None, description="when this attempt times out")
+    claimed_by: str | None = Field(default=None, description="the worker that ran it")
 
 
 class ExecutionDetail(Execution):
@@ -84,6 +92,9 @@ class ExecutionDetail(Execution):
     archived_reason: str | None
     archived_by: str | None
     history: list[HistoryEntry]
+    raw_body: str | None = Field(
+        default=None, description="a rejected delivery's body as received (hidden under redaction)"
+    )
 
 
 def _fields(doc: TaskTracker, redact: Redact) -> dict[str, Any]:
@@ -107,6 +118,9 @@ def _fields(doc: TaskTracker, redact: Redact) -> dict[str, Any]:
         "source_execution_id": doc.source_execution_id,
         "next_execution_id": doc.next_execution_id,
         "metadata": redact(doc.metadata),
+        "timeout_seconds": doc.timeout_seconds,
+        "timeout_at": doc.timeout_at,
+        "claimed_by": doc.claimed_by,
     }
 
 
@@ -114,7 +128,12 @@ def execution(doc: TaskTracker, redact: Redact) -> Execution:
     return Execution(**_fields(doc, redact))
 
 
-def execution_detail(doc: TaskTracker, redact: Redact) -> ExecutionDetail:
+def execution_detail(
+    doc: TaskTracker, redact: Redact, *, redacting: bool = False
+) -> ExecutionDetail:
+    """``doc`` in full; ``redacting``: fields are redacted, so the raw body is hidden (a body
+    that is not JSON cannot be redacted field by field)."""
+    raw = None if doc.raw_body is None else doc.raw_body.decode("utf-8", "backslashreplace")
     return ExecutionDetail(
         **_fields(doc, redact),
         error_stack=doc.error_stack,
@@ -122,6 +141,7 @@ def execution_detail(doc: TaskTracker, redact: Redact) -> ExecutionDetail:
         result=redact(doc.result),
         archived_reason=doc.archived_reason,
         archived_by=doc.archived_by,
+        raw_body="[redacted]" if redacting and raw is not None else raw,
         history=[
             HistoryEntry(status=h.status.value, at=h.at, message=h.message, worker=h.worker)
             for h in doc.history
@@ -166,19 +186,25 @@ class Group(Schema):
     last_seen: datetime
     sample_message: str
     sample_execution_id: str | None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    dead_letters_left: int | None = Field(
+        default=None, description="its dead letters not archived yet (one group's answer only)"
+    )
 
     @classmethod
-    def of(cls, group: FailureGroup) -> Group:
-        return cls(**{name: getattr(group, name) for name in cls.model_fields})
+    def of(cls, group: FailureGroup, dead_letters_left: int | None = None) -> Group:
+        names = [name for name in cls.model_fields if name != "dead_letters_left"]
+        return cls(**{n: getattr(group, n) for n in names}, dead_letters_left=dead_letters_left)
 
 
 class Reason(Schema):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class ReplayRequest(Schema):
-    """A selection (a group; a queue with status and time range; or task ids), a reason,
-    and how to run it."""
+class ReplayChoice(Schema):
+    """What a replay runs: a group; a queue with category, status and time range; tasks or
+    executions."""
 
     group_id: str | None = Field(default=None, min_length=1, max_length=512)
     queue: str | None = Field(default=None, min_length=1, max_length=200)
@@ -186,11 +212,24 @@ class ReplayRequest(Schema):
     since: datetime | None = None
     until: datetime | None = None
     task_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    execution_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    category: ErrorCategory | None = None
+
+
+class ReplayRequest(ReplayChoice):
+    """A selection, a reason, and how to run it."""
+
     reason: str = Field(min_length=1, max_length=500)
     dry_run: bool = False
     rate_per_second: float | None = Field(default=None, gt=0, le=10_000)
     canary_size: int | None = Field(default=None, ge=1, le=10_000)
     canary_max_failure_share: float | None = Field(default=None, ge=0, le=1)
+    follow_seconds: float | None = Field(
+        default=None, ge=0, le=7 * 86400, description="how long to follow the new executions"
+    )
+    archived_retention_seconds: float | None = Field(
+        default=None, ge=0, le=100 * 365 * 86400, description="how long the archived are kept"
+    )
 
 
 class Selection(Schema):
@@ -200,6 +239,8 @@ class Selection(Schema):
     since: datetime | None
     until: datetime | None
     task_ids: list[str]
+    execution_ids: list[str] = Field(default_factory=list)
+    category: str | None = None
 
 
 ReplayStateName = Literal["pending", "running", "paused", "completed", "cancelled", "stopped"]
@@ -223,6 +264,9 @@ class Replay(Schema):
     created_at: datetime
     updated_at: datetime
     stopped_reason: str | None
+    pending: int = 0
+    follow_seconds: float = 0.0
+    finished_at: datetime | None = None
 
     @classmethod
     def of(cls, job: ReplayJob) -> Replay:
@@ -234,6 +278,8 @@ class Replay(Schema):
             since=chosen.since,
             until=chosen.until,
             task_ids=list(chosen.task_ids),
+            execution_ids=list(chosen.execution_ids),
+            category=chosen.category,
         )
         fields = {name: getattr(job, name) for name in cls.model_fields if name != "selection"}
         return cls(selection=selection, **fields)
@@ -245,6 +291,8 @@ class ReplayItemOut(Schema):
     outcome: Literal["pending", "republished", "succeeded", "failed", "skipped"]
     new_execution_id: str | None
     detail: str | None
+    position: int = 0
+    supersedes: list[str] = Field(default_factory=list, description="archived with it")
 
     @classmethod
     def of(cls, item: ReplayItem) -> ReplayItemOut:

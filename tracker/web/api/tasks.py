@@ -8,7 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
+from tracker.errors import NotFoundError
 from tracker.lifecycle import ErrorCategory, TaskStatus
+from tracker.models import TaskTracker
 from tracker.operations import audit, edits, search
 from tracker.operations.actors import Actor
 from tracker.web.access import api_operator
@@ -112,7 +114,20 @@ async def find(
 async def timeline(request: Request, task_id: str) -> Timeline:
     executions = await search.timeline(task_id)
     redact = lambda value: redacted(request, value)  # noqa: E731
-    return Timeline(task_id=task_id, executions=[execution_detail(d, redact) for d in executions])
+    hiding = bool(operator_of(request).redact_fields)
+    return Timeline(
+        task_id=task_id,
+        executions=[execution_detail(d, redact, redacting=hiding) for d in executions],
+    )
+
+
+@router.get("/executions/{execution_id}", summary="One execution in full")
+async def one_execution(request: Request, execution_id: str) -> ExecutionDetail:
+    found = await TaskTracker.find_execution(execution_id)
+    if found is None:
+        raise NotFoundError(f"no execution {execution_id!r}")
+    hiding = bool(operator_of(request).redact_fields)
+    return execution_detail(found, lambda value: redacted(request, value), redacting=hiding)
 
 
 @router.post(
@@ -137,4 +152,8 @@ async def retry(
         publish=operator.publish,
         redact_fields=operator.redact_fields,
     )
-    return execution_detail(created, lambda value: redacted(request, value))
+    return execution_detail(
+        created,
+        lambda value: redacted(request, value),
+        redacting=bool(operator.redact_fields),
+    )

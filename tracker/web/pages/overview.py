@@ -101,7 +101,7 @@ async def find(
             page = await search.find_executions(query, cursor=cursor or None, limit=50)
         except (ValueError, TypeError) as error:
             context["error"] = str(error)
-            return render(request, "search.html", context, status=422)
+            return render(request, "search.html", context, status=400)
         context["page"] = page
         context["next_url"] = next_url(request, page.next_cursor)
     return render(request, "search.html", context)
