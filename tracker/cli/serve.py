@@ -28,8 +28,9 @@ from tracker.store import connection
 log = structlog.get_logger("tracker.serve")
 
 IN_MEMORY_WARNING = (
-    "TRACKER_MONGODB_URL is not set: running on the IN-MEMORY MongoDB. Nothing persists, "
-    "nothing is shared with other processes, and the `tracker` command cannot see it. "
+    "TRACKER_MONGODB_URL is not set: running on the IN-MEMORY MongoDB. Nothing persists and "
+    "nothing is shared with other processes: operate this service through its HTTP API "
+    "(`tracker --service URL ...`, the console) and feed it with POST /api/v1/tasks. "
     "Set TRACKER_MONGODB_URL for anything but a trial."
 )
 
