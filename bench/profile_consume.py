@@ -1,0 +1,201 @@
+"""Profile the tracked consume phase: ``python -m bench.profile_consume [--messages N] [--py-spy]``.
+
+The same round as ``bench.run`` (warm-up first), with the profiler on from the first delivery
+of the tracked consume phase to its last settled one, and off everywhere else. cProfile
+(default) gives exact call counts, self and cumulative times, inflated by its own overhead on
+every Python call; ``--py-spy`` samples the process instead (``py-spy record``, 200 Hz,
+blocking), unbiased but statistical. Both print the top entries by self and cumulative time
+and the time grouped by library (PyMongo, aio-pika/aiormq/pamqp, the tracker by module,
+asyncio, structlog, pydantic, prometheus_client, …), and write their raw data to
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tracker
+from bench.machine import tracker_digest
+from bench.mongo_commands import CommandCounter
+from bench.options import RESULTS, parse
+from bench.profile_analysis import cprofile_report, pyspy_report
+from bench.run import Bench, Disturbed, _say, _setup
+from tests.mongo_standin import StandIn
+from tracker.logging import configure_logging
+
+RATE = 200
+
+
+class PySpy:
+    """``py-spy record`` on this process, from ``start()`` to ``stop()``."""
+
+    def __init__(self, output: Path, rate: int) -> None:
+        self.output = output
+        self.rate = rate
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.stop()  # an attempt discarded before its end left one running
+        self.wait()
+        binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "record",
+                "--pid",
+                str(os.getpid()),
+                "--rate",
+                str(self.rate),
+                "--format",
+                "raw",
+                "--full-filenames",
+                "--function",
+                "--output",
+                str(self.output),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
+    def wait(self) -> None:
+        if self.process is not None:
+            self.process.wait(timeout=60)
+
+
+def _switches(
+    sampler: str, raw: Path, rate: int
+) -> tuple[Callable[[], None], Callable[[], None], cProfile.Profile | None, PySpy | None]:
+    if sampler == "py-spy":
+        spy = PySpy(raw, rate)
+        return spy.start, spy.stop, None, spy
+    profiler = cProfile.Profile()
+
+    def on() -> None:
+        profiler.disable()
+        profiler.clear()  # an attempt discarded before its end left data behind
+        profiler.enable()
+
+    return on, profiler.disable, profiler, None
+
+
+def render(sampler: str, data: Path, facts: dict[str, Any], rate: int) -> str:
+    messages = int(facts["messages"])
+    header = [f"# Profile of the tracked consume phase ({sampler})", ""]
+    if "rate" in facts:
+        header += [
+            f"{messages:,} messages; while profiled the phase ran at {facts['rate']:,.0f} "
+            f"msg/s with {facts['cpu_us']:,.0f} µs of CPU per message (unprofiled runs are "
+            f"faster) and {facts['round_trips']:.3f} MongoDB round trips per message "
+            f"({facts['commands']}). Tracker sources {facts['digest']}.",
+            "",
+        ]
+    if sampler == "cprofile":
+        body = cprofile_report(pstats.Stats(str(data)), messages)
+    else:
+        body = pyspy_report(data, messages, rate)
+    return "\n".join(header + body)
+
+
+async def record(messages: int, sampler: str, data: Path, rate: int) -> dict[str, Any]:
+    """Run a warm-up round, then a round whose tracked consume phase is profiled into
+    ``data``; the facts of that phase."""
+    options = parse([], {**os.environ, "BENCH_MESSAGES": str(messages), "BENCH_PEERS": "0"})
+    configure_logging("json", "WARNING")
+    for name in ("TRACKER_HTTP_PORT", "TRACKER_METRICS_PORT"):
+        os.environ.pop(name, None)
+    commands = CommandCounter().register()
+    profiler: cProfile.Profile | None = None
+    spy: PySpy | None = None
+    on: Callable[[], None]
+    off: Callable[[], None]
+    if sampler == "py-spy":
+        spy = PySpy(data, rate)
+        on, off = spy.start, spy.stop
+    else:
+        profiler = cProfile.Profile()
+
+        def on() -> None:
+            assert profiler is not None
+            profiler.disable()
+            profiler.clear()  # an attempt discarded before its end left data behind
+            profiler.enable()
+
+        off = profiler.disable
+    async with StandIn() as standin:
+        probe = await _setup(standin, options)
+        bench = Bench(options, probe, commands)
+        try:
+            _say(f"warm-up round: {options.warmup:,} messages")
+            await bench.measured_round(0, options.warmup, check_load=False)
+            _say(f"profiled round ({sampler}): {options.messages:,} messages")
+            done = await bench.measured_round(1, options.messages, on_first=on, on_last=off)
+        finally:
+            await tracker.disconnect()
+            await bench.scratch.delete_all()
+    if profiler is not None:
+        profiler.dump_stats(str(data))
+    if spy is not None:
+        spy.wait()
+    phase = done.tracked_consume
+    return {
+        "messages": phase.messages,
+        "rate": phase.rate,
+        "cpu_us": phase.cpu_us,
+        "round_trips": phase.round_trips,
+        "commands": ", ".join(f"{k} {v:.3f}" for k, v in phase.per_message().items()),
+        "digest": tracker_digest(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_consume", description=__doc__)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--py-spy", action="store_true", help="sample with py-spy instead")
+    parser.add_argument("--rate", type=int, default=RATE, help="py-spy samples per second")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="render a profile recorded before (its .prof or py-spy .txt) instead",
+    )
+    args = parser.parse_args(argv)
+    sampler = "py-spy" if args.py_spy else "cprofile"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = args.source or RESULTS / (
+        "profile-consume.pyspy.txt" if args.py_spy else "profile-consume.prof"
+    )
+    sidecar = data.with_suffix(".json")
+    if args.source is None:
+        try:
+            facts = asyncio.run(record(args.messages, sampler, data, args.rate))
+        except Disturbed as exc:
+            _say(f"no profile: {exc} (BENCH_ATTEMPTS sets how often to try)")
+            return 1
+        sidecar.write_text(json.dumps(facts))
+    else:
+        facts = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        facts.setdefault("messages", args.messages)
+    text = render(sampler, data, facts, args.rate)
+    data.with_name(data.stem + ".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
