@@ -4,8 +4,9 @@ behind the tracker, on the local RabbitMQ and the in-memory MongoDB.
 Submits a stream of report requests (with duplicates, a malformed message, one that fails
 transiently, one whose partner stays down, one whose first attempt hangs past its timeout),
 shows progress, then the report service as its HTTP clients use it (``demo_http``: submit,
-poll, download, a failure, a duplicate, each shown as curl), then prints the retry chains,
-the dead-letter queue grouped by cause, queue statistics and where the files went. With
+poll, download, a failure, a duplicate, each shown as curl), the dead letters grouped by
+cause as the operator sees them (``tracker --service URL groups list``, run in a process of
+its own), then prints the retry chains, queue statistics and where the files went. With
 ``--console`` (``make console``) the service and its console then stay up, at the printed
 URL, until Ctrl-C.
 """
@@ -18,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -30,7 +32,6 @@ from consumers.report_files import ReportFiles
 from consumers.report_status import find_report
 from tracker import TaskTracker
 from tracker.logging import configure_logging
-from tracker.operations import groups as failure_groups
 from tracker.rabbit.aio_transport import AioPikaTransport
 from tracker.rabbit.topology import topology_queue_names
 from tracker.retry import RetryPolicy
@@ -147,8 +148,12 @@ async def main(console: bool = False) -> None:
         stats = await progress(QUEUE, unique, time.monotonic() + 45)
         assert worker.http_server is not None
         token = next((t.token for t in settings.api_tokens if t.role == "operator"), None)
+        base = f"http://127.0.0.1:{worker.http_server.port}"
         line("\nthe report service over HTTP, as its clients use it")
-        await http_flow(f"http://127.0.0.1:{worker.http_server.port}/", token, line)
+        await http_flow(base + "/", token, line)
+        # The operator's view, from another process: the command on the service's API.
+        line(f"\ndead letters, grouped by cause: tracker --service {base} groups list -q {QUEUE}")
+        await operator_command(base, token, ["groups", "list", "--queue", QUEUE], line)
     except BaseException:
         await worker.stop()
         raise
@@ -167,13 +172,6 @@ async def main(console: bool = False) -> None:
                     else ""
                 )
                 line(f"    #{doc.retry_count} {doc.status.value:<10}{error}")
-
-    line("\ndead-letter queue, grouped by cause (as `tracker groups list` shows it)")
-    groups = (await failure_groups.list_groups(queue=QUEUE)).items
-    for group in groups:
-        line(f"  {group.id}  {group.count} x {group.category:<11} {group.signature}")
-    total = sum(g.count for g in groups)
-    line(f"  ({total} dead letters, recorded in MongoDB)")
 
     line("\nqueue stats: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     line("\nreports written")
@@ -195,6 +193,30 @@ async def main(console: bool = False) -> None:
         channel = await connection.channel()
         for name in topology_queue_names(QUEUE, policy.tiers_ms, round(consumer.timeout * 1000)):
             await channel.queue_delete(name)
+
+
+async def operator_command(
+    base: str, token: str | None, args: list[str], line: Callable[[str], None]
+) -> None:
+    """Run ``tracker --service base ARGS`` in a process of its own and show what it prints."""
+    env = {**os.environ, "TRACKER_SERVICE_URL": base}
+    env.pop("TRACKER_MONGODB_URL", None)
+    if token is not None:
+        env["TRACKER_SERVICE_TOKEN"] = token
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tracker.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    for text in output.decode(errors="replace").splitlines():
+        line("  " + text)
+    if process.returncode != 0:
+        raise SystemExit(f"tracker {' '.join(args)} exited {process.returncode}")
 
 
 if __name__ == "__main__":

@@ -175,3 +175,69 @@ def test_importing_a_queue_that_does_not_exist_is_one_line(cli_backend: str, amq
         "Error: RabbitMQ has no queue 'nope-queue.dlq': is 'nope-queue' a tracked queue "
         "(`tracker stats` lists them)?"
     )
+
+
+async def _raw(queue: str, body: bytes, **properties: Any) -> None:
+    """A message in ``queue``'s ``.dlq`` exactly as given."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, **properties), routing_key=dlq_name(queue)
+        )
+
+
+@pytest.mark.rabbitmq
+def test_hostile_copies_are_counted_recorded_once_and_never_stop_the_import(
+    cli_backend: str, queue: str
+) -> None:
+    # Given: in Q.dlq, among one good message and one whose id reads like an operator (a
+    # plain string to MongoDB), what no tracker could have written
+    database = f"tracker_copies_{uuid.uuid4().hex[:8]}"
+    good = task_message(
+        queue, encode_payload({"n": 1}), task_id=f"{queue}:good", execution_id="good-1"
+    )
+    by_broker = {"x-first-death-reason": "delivery_limit"}
+
+    async def seed() -> None:
+        await _raw(
+            queue,
+            good.body,
+            headers={**good.headers, "x-first-death-reason": 7},
+            message_id=good.message_id,
+            correlation_id=good.correlation_id,
+        )
+        await _raw(queue, b"{not json", headers=by_broker, message_id="bad-1")
+        await _raw(queue, b"\xff\xfe", headers=by_broker)
+        await _raw(queue, b'{"n": 1}', headers=by_broker, message_id="$where")
+        await _raw(queue, b'{"n": 1}', headers=by_broker, message_id="bad\nid")
+        await _raw(queue, b'{"n": 1}', headers={"x-retry-count": "1e30"}, message_id="ok-id")
+        await _raw(queue, b"[" * 5000 + b"]" * 5000, message_id="deep")
+
+    asyncio.run(seed())
+    state = cli_state(database, cli_backend, Settings(amqp_url=AMQP_URL))
+    # When: imported twice
+    first = cli(state, "dlq", "import", "--queue", queue, "--yes", "--json")
+    second = cli(state, "dlq", "import", "--queue", queue, "--yes", "--json")
+    # Then: the good one imported, each bad one counted with its reason, the queue drained,
+    # and nothing comes back the second time
+    assert first.exit_code == 0, first.output
+    counts = json.loads(first.stdout)["queues"][queue]
+    assert counts["imported"] == 2, counts
+    assert counts["invalid"] == 5
+    assert len(counts["reasons"]) == 5
+    assert all(isinstance(reason, str) and reason for reason in counts["reasons"])
+    assert asyncio.run(_depth(dlq_name(queue))) == 0
+    assert second.exit_code == 0, second.output
+    again = json.loads(second.stdout)["queues"][queue]
+    assert (again["imported"], again["invalid"]) == (0, 0)
+
+    async def recorded() -> list[TaskTracker | None]:
+        return [await TaskTracker.find_execution(e) for e in (good.message_id or "", "$where")]
+
+    imported, operator_like = run(database, recorded)
+    assert imported is not None
+    assert operator_like is not None
+    assert operator_like.execution_id == "$where"
+    assert (imported.status, operator_like.status) == (TaskStatus.DLQ, TaskStatus.DLQ)
+    assert imported.error_message == ("dead-lettered by RabbitMQ (7) before it could be tracked")

@@ -179,3 +179,32 @@ async def test_a_message_the_broker_refuses_leaves_the_dead_letter_as_it_was() -
     [entry] = (await audit.entries(action="edit_retry")).items
     assert entry.result is not None
     assert entry.result["error"] == "PublishError: unroutable"
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_lost_confirm_keeps_the_new_execution_for_the_sweeper() -> None:
+    # Given: a broker that may have taken the message but did not confirm it
+    dead = await dead_letter("t:1")
+    published: list[OutgoingMessage] = []
+
+    async def lose_the_confirm(message: OutgoingMessage) -> None:
+        published.append(message)
+        raise PublishError("the connection closed before the confirm arrived")
+
+    # When
+    new = await retry_with_payload(
+        dead.execution_id, {"n": 2}, actor=ANA, reason="x", publish=lose_the_confirm
+    )
+    # Then: the new execution is kept, marked for the sweeper to publish again, the dead
+    # letter archived, and the audit says it was not confirmed
+    stored = await TaskTracker.find_execution(new.execution_id)
+    assert stored is not None
+    assert stored.status is TaskStatus.QUEUED
+    assert stored.publish_unconfirmed_at is not None
+    assert [m.message_id for m in published] == [new.execution_id]
+    source = await TaskTracker.find_execution(dead.execution_id)
+    assert source is not None
+    assert source.status is TaskStatus.ARCHIVED
+    [entry] = (await audit.entries(action="edit_retry")).items
+    assert entry.result is not None
+    assert entry.result["confirmed"] is False
