@@ -19,10 +19,10 @@ RUN apt-get update \
 WORKDIR /app
 # Dependencies first, from the lock file, so code changes do not reinstall them.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --extra speed --no-install-project
 COPY tracker ./tracker
 COPY consumers ./consumers
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra speed
 
 RUN useradd --create-home --uid 10001 tracker \
     && mkdir -p /data/reports \

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import aio_pika
 
+from tracker.service import event_loop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -115,7 +117,10 @@ async def describe(amqp_url: str) -> Machine:
         cores=os.cpu_count() or 0,
         memory_gib=_memory_gib(),
         system=f"{platform.system()} {platform.release()}",
-        python=f"{platform.python_implementation()} {platform.python_version()}",
+        python=(
+            f"{platform.python_implementation()} {platform.python_version()}, event loop "
+            + event_loop.loop_name(asyncio.get_running_loop())
+        ),
         rabbitmq=await _rabbitmq_version(amqp_url),
         versions={
             name: _version(name)

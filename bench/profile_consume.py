@@ -13,7 +13,6 @@ bench/results/.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import json
 import os
@@ -34,6 +33,8 @@ from bench.profile_analysis import cprofile_report, pyspy_report
 from bench.run import Bench, Disturbed, _say, _setup
 from tests.mongo_standin import StandIn
 from tracker.logging import configure_logging
+from tracker.service import event_loop
+from tracker.settings import Settings
 
 RATE = 200
 
@@ -183,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sidecar = data.with_suffix(".json")
     if args.source is None:
         try:
-            facts = asyncio.run(record(args.messages, sampler, data, args.rate))
+            facts = event_loop.run(
+                record(args.messages, sampler, data, args.rate), Settings.from_env().event_loop
+            )
         except Disturbed as exc:
             _say(f"no profile: {exc} (BENCH_ATTEMPTS sets how often to try)")
             return 1

@@ -34,6 +34,8 @@ from bench.tracked import tracked_consume, tracked_enqueue, tracked_queues
 from tests.mongo_standin import StandIn
 from tracker.logging import configure_logging
 from tracker.rabbit.topology import work_queue_specs
+from tracker.service import event_loop
+from tracker.settings import Settings
 from tracker.store.connection import ensure_indexes
 
 
@@ -229,4 +231,5 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    # The loop `tracker serve` would run on (uvloop when installed; TRACKER_EVENT_LOOP).
+    sys.exit(event_loop.run(main(), Settings.from_env().event_loop))

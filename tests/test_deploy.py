@@ -219,6 +219,10 @@ def test_the_dockerfile_copies_what_exists_and_serves_the_reports(compose: dict[
     assert "/healthz" in text
     assert ("STOPSIGNAL", " SIGTERM") in instructions
     assert any(kind == "USER" for kind, _ in instructions)
+    # every dependency install takes the lock file and the `speed` extra (uvloop)
+    syncs = re.findall(r"^RUN uv sync (.*)$", text, re.M)
+    assert syncs
+    assert all("--frozen" in s and "--extra speed" in s for s in syncs), syncs
 
 
 def test_the_cluster_variant_gives_the_tracker_every_node_of_one_cluster(

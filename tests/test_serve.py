@@ -97,3 +97,6 @@ async def test_serve_runs_the_consumers_and_stops_on_sigterm(broker: Broker) -> 
     echo = next(e for e in events if e["event"] == "echo")
     assert echo["task_id"] == "t-1"
     assert echo["execution_id"] == "m-1"
+    # on uvloop, installed with the test dependencies as with the `speed` extra
+    [serving] = [e for e in events if e["event"] == "serving"]
+    assert serving["event_loop"] == "uvloop"

@@ -19,6 +19,7 @@ from tracker.constants import (
     OPERATIONS_RETENTION_SECONDS,
 )
 from tracker.errors import ConfigurationError
+from tracker.service.event_loop import EVENT_LOOPS, EventLoopName
 from tracker.validation import check_search_key
 
 # "auto": console lines on a terminal, JSON lines otherwise.
@@ -60,6 +61,8 @@ class Settings:
     quorum_group_size: int | None = None
     service_url: str | None = None
     service_token: str | None = None
+    # The service's event loop (tracker.service.event_loop): uvloop when installed.
+    event_loop: EventLoopName = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +71,8 @@ class Settings:
         ``TRACKER_SHARDED`` (the collection is sharded on ``{taskId: 1}``),
         ``TRACKER_LOG_FORMAT``, ``TRACKER_LOG_LEVEL``, ``TRACKER_API_TOKENS``,
         ``TRACKER_REDACT_FIELDS`` (see ``tracker.api_tokens``),
-        ``TRACKER_QUORUM_GROUP_SIZE``, ``TRACKER_SERVICE_URL`` and ``TRACKER_SERVICE_TOKEN``."""
+        ``TRACKER_QUORUM_GROUP_SIZE``, ``TRACKER_SERVICE_URL``, ``TRACKER_SERVICE_TOKEN`` and
+        ``TRACKER_EVENT_LOOP``."""
         env = os.environ if environ is None else environ
         settings = cls.from_dsn(env.get("TRACKER_MONGODB_URL") or None)
         if database := env.get("TRACKER_DATABASE"):
@@ -122,6 +126,12 @@ class Settings:
             settings = replace(settings, service_url=parse_service_url(url))
         if token := env.get("TRACKER_SERVICE_TOKEN"):
             settings = replace(settings, service_token=token.strip())
+        if event_loop := env.get("TRACKER_EVENT_LOOP"):
+            if event_loop not in EVENT_LOOPS:
+                raise ConfigurationError(
+                    f"TRACKER_EVENT_LOOP must be one of {list(EVENT_LOOPS)}, not {event_loop!r}"
+                )
+            settings = replace(settings, event_loop=event_loop)  # type: ignore[arg-type]
         return settings
 
     @classmethod

@@ -11,6 +11,7 @@ import structlog
 
 from tracker.cli.app import state
 from tracker.errors import ConfigurationError, StoreUnavailableError
+from tracker.service import event_loop
 from tracker.settings import Settings
 from tracker.transport import Transport
 
@@ -102,6 +103,6 @@ def console(ctx: click.Context, host: str | None, port: int) -> None:
     if settings.in_memory:
         click.echo(f"WARNING: {IN_MEMORY_NOTE}", err=True)
     try:
-        asyncio.run(run_console(settings, host or settings.http_host, port))
+        event_loop.run(run_console(settings, host or settings.http_host, port), settings.event_loop)
     except (ConfigurationError, StoreUnavailableError, ConnectionError) as error:
         raise click.ClickException(str(error)) from None

@@ -21,6 +21,7 @@ from tracker.consumer import TrackedConsumer
 from tracker.errors import ConfigurationError, HandlerInterrupt, StoreUnavailableError
 from tracker.logging import configure_logging
 from tracker.rabbit.aio_transport import AioPikaTransport
+from tracker.service import event_loop
 from tracker.service.assembly import Service, ServiceOptions
 from tracker.settings import Settings
 from tracker.store import connection
@@ -181,14 +182,21 @@ def serve(
         api_tokens=settings.api_tokens,
         redact_fields=settings.redact_fields,
     )
+    try:
+        factory = event_loop.loop_factory(settings.event_loop)
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
     log.info(
         "serving",
         queues=[c.queue for c in consumers],
         http=f"{options.http_host}:{options.http_port}",
         database=settings.database,
+        event_loop="asyncio" if factory is None else "uvloop",
     )
     try:
-        asyncio.run(serve_until_signalled(consumers, settings, options, routers))
+        event_loop.run(
+            serve_until_signalled(consumers, settings, options, routers), settings.event_loop
+        )
     except HandlerInterrupt as interrupt:
         click.echo(f"tracker serve: {interrupt}", err=True)
         raise SystemExit(interrupt.exit_code) from None
