@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo.errors import AutoReconnect
 
+from tests.conftest import in_memory
 from tracker.clock import utcnow
 from tracker.operations import audit, pages
 from tracker.operations.actors import Actor, cli_actor
@@ -22,6 +23,11 @@ from tracker.testing import store_failure, store_outage
 
 ANA = Actor("ana", "operator", "cli")
 BEN = Actor("ben", "operator", "api")
+
+# These inject failures through the in-memory MongoDB (tracker.testing).
+needs_in_memory = pytest.mark.skipif(
+    not in_memory(), reason="injects failures into the in-memory MongoDB"
+)
 
 
 @pytest.mark.usefixtures("store")
@@ -182,6 +188,7 @@ async def test_an_audited_action_is_written_before_it_runs_and_completed_after()
     assert bad.result == {"outcome": "error", "error": "RuntimeError: broker gone"}
 
 
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_no_action_runs_when_its_entry_cannot_be_written() -> None:
     # Given: MongoDB unreachable
@@ -194,6 +201,7 @@ async def test_no_action_runs_when_its_entry_cannot_be_written() -> None:
     assert not ran
 
 
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_an_action_done_while_its_completion_cannot_be_written_stays_done() -> None:
     # Given: the completing update fails once

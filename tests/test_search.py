@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracker
+from tests.conftest import in_memory
 from tests.index_shapes import Query, recorded, unserved
 from tracker import TaskStatus, claim, create_execution, transition
 from tracker.clock import utcnow
@@ -152,6 +153,7 @@ def test_hostile_queries_are_refused_before_any_query(
         TaskQuery(**fields)
 
 
+@pytest.mark.skipif(not in_memory(), reason="each example connects an in-memory store of its own")
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=40), st.text(max_size=40))
 def test_any_metadata_filter_is_refused_or_answered(key: str, value: str) -> None:

@@ -23,6 +23,7 @@ from pymongo.errors import (
 )
 
 from tests.adapters import Driver
+from tests.conftest import in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import ErrorCategory, TaskStatus, TaskTracker
 from tracker.store.errors import describe, is_transient
@@ -63,11 +64,18 @@ def test_permanent_errors_are_not(error: BaseException) -> None:
     assert type(error).__name__ in describe(error)
 
 
+# These inject failures through the in-memory MongoDB (tracker.testing.store_failure).
+needs_in_memory = pytest.mark.skipif(
+    not in_memory(), reason="injects failures into the in-memory MongoDB"
+)
+
+
 def test_not_a_store_error_is_not_transient() -> None:
     assert not is_transient(ValueError("mine"))
 
 
 @pytest.mark.rabbitmq
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_a_transient_claim_error_requeues_then_the_task_runs_once(
     driver: Driver, broker: Broker
@@ -88,6 +96,7 @@ async def test_a_transient_claim_error_requeues_then_the_task_runs_once(
 
 
 @pytest.mark.rabbitmq
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_a_permanent_claim_error_is_a_dead_letter_and_the_handler_never_runs(
     driver: Driver, broker: Broker
@@ -117,6 +126,7 @@ async def test_a_permanent_claim_error_is_a_dead_letter_and_the_handler_never_ru
 
 
 @pytest.mark.rabbitmq
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_an_outcome_the_store_refuses_dead_letters_the_attempt(
     driver: Driver, broker: Broker
@@ -140,6 +150,7 @@ async def test_an_outcome_the_store_refuses_dead_letters_the_attempt(
 
 
 @pytest.mark.rabbitmq
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_a_delivery_nothing_of_which_can_be_stored_is_parked_in_the_dlq(
     driver: Driver, broker: Broker
