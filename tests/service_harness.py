@@ -6,7 +6,10 @@ client closes (each command runs its own loop)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -27,6 +30,21 @@ from tracker.web.health import Health
 OPERATOR = ApiToken("ana", "operator", "a-test-token-of-ana-0123")
 VIEWER = ApiToken("vic", "viewer", "a-test-token-of-vic-0123")
 URL = "http://127.0.0.1:9464"
+T = TypeVar("T")
+
+
+def on_store(database: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` in an event loop of its own on the in-memory store of ``database``, as a
+    command sees it, between the commands of a test."""
+
+    async def connected() -> T:
+        await tracker.connect(None, database)
+        try:
+            return await work()
+        finally:
+            await tracker.disconnect()
+
+    return asyncio.run(connected())
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ class _Running(httpx.AsyncBaseTransport):
         self.app: httpx.ASGITransport | None = None
         self.operator: Operator | None = None
         self.runner: ReplayRunner | None = None
+        self.connected = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.app is None:
@@ -55,8 +74,10 @@ class _Running(httpx.AsyncBaseTransport):
         return await self.app.handle_async_request(request)
 
     async def _start(self) -> None:
-        if not connection.is_connected():
+        # The service's own database, whatever an earlier command left connected.
+        if not connection.is_connected() or connection.database().name != self.service.database:
             await tracker.connect(None, self.service.database)
+            self.connected = True
         url = self.service.amqp_url
 
         async def open_transport() -> Transport:
@@ -82,6 +103,8 @@ class _Running(httpx.AsyncBaseTransport):
             await self.runner.stop()
         if self.operator is not None:
             await self.operator.close()
+        if self.connected:
+            await tracker.disconnect()
 
 
 def through_service(

@@ -4,7 +4,6 @@ one line with a real exit code."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,8 +13,7 @@ from typing import TypeVar
 import pytest
 from click.testing import CliRunner, Result
 
-import tracker
-from tests.service_harness import OPERATOR, cli_state, through_service
+from tests.service_harness import OPERATOR, cli_state, on_store, through_service
 from tracker.cli import main
 from tracker.cli.app import CliState
 from tracker.clock import utcnow
@@ -30,14 +28,7 @@ def cli(state: CliState, *args: str, env: dict[str, str] | None = None) -> Resul
 
 
 def query(state: CliState, work: Callable[[], Awaitable[T]]) -> T:
-    async def connected() -> T:
-        await tracker.connect(None, state.in_memory_database or "")
-        try:
-            return await work()
-        finally:
-            await tracker.disconnect()
-
-    return asyncio.run(connected())
+    return on_store(state.in_memory_database or "", work)
 
 
 @pytest.fixture

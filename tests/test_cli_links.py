@@ -6,10 +6,8 @@ is exit 1 with a message."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -17,8 +15,7 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tracker
-from tests.service_harness import cli_state
+from tests.service_harness import cli_state, on_store
 from tracker import TaskStatus, claim, create_execution, transition
 from tracker.cli import main
 from tracker.cli.app import CliState
@@ -26,17 +23,6 @@ from tracker.operations import groups
 from tracker.settings import Settings
 
 T = TypeVar("T")
-
-
-def run(database: str, work: Callable[[], Awaitable[T]]) -> T:
-    async def connected() -> T:
-        await tracker.connect(None, database)
-        try:
-            return await work()
-        finally:
-            await tracker.disconnect()
-
-    return asyncio.run(connected())
 
 
 async def _attempt(task_id: str, queue: str, status: TaskStatus, message: str = "") -> str:
@@ -70,7 +56,7 @@ def seeded(cli_backend: str) -> tuple[CliState, str, dict[str, Any]]:
         ids["group"] = (await groups.list_groups(queue=queue)).items
         return ids
 
-    ids = run(database, seed)
+    ids = on_store(database, seed)
     ids["partner"] = next(g.id for g in ids.pop("group") if "partner" in g.signature)
     return cli_state(database, cli_backend, Settings()), queue, ids
 

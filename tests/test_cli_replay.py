@@ -15,10 +15,9 @@ import aio_pika
 import pytest
 from click.testing import CliRunner, Result
 
-import tracker
 from tests.conftest import AMQP_URL
 from tests.dead_letters import dead_letter
-from tests.service_harness import cli_state
+from tests.service_harness import cli_state, on_store
 from tracker.cli import main
 from tracker.cli.app import CliState
 from tracker.models import TaskTracker
@@ -39,14 +38,7 @@ def as_json(result: Result) -> Any:
 
 
 def query(state: CliState, work: Callable[[], Awaitable[T]]) -> T:
-    async def connected() -> T:
-        await tracker.connect(None, state.in_memory_database or "")
-        try:
-            return await work()
-        finally:
-            await tracker.disconnect()
-
-    return asyncio.run(connected())
+    return on_store(state.in_memory_database or "", work)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -16,9 +16,8 @@ import aio_pika
 import pytest
 from click.testing import CliRunner, Result
 
-import tracker
 from tests.conftest import AMQP_URL
-from tests.service_harness import cli_state
+from tests.service_harness import cli_state, on_store
 from tracker import TaskStatus, TaskTracker, claim, create_execution, transition
 from tracker.cli import main
 from tracker.cli.app import CliState
@@ -31,17 +30,6 @@ from tracker.settings import Settings
 from tracker.store.executions import archive
 
 T = TypeVar("T")
-
-
-def run(database: str, work: Callable[[], Awaitable[T]]) -> T:
-    async def connected() -> T:
-        await tracker.connect(None, database)
-        try:
-            return await work()
-        finally:
-            await tracker.disconnect()
-
-    return asyncio.run(connected())
 
 
 async def _dead_letter(queue: str, name: str) -> str:
@@ -121,7 +109,7 @@ def test_import_never_revives_an_archived_or_purged_dead_letter(
         )
         return ids
 
-    ids = run(database, seed)
+    ids = on_store(database, seed)
     state = cli_state(database, cli_backend, Settings(amqp_url=AMQP_URL))
     purged = cli(state, "dlq", "purge", "--archived-older-than", "30d", "--yes", "--json")
     assert json.loads(purged.stdout)["deleted"] == 2, purged.output
@@ -152,7 +140,7 @@ def test_import_never_revives_an_archived_or_purged_dead_letter(
             found[name] = None if doc is None else doc.status
         return found
 
-    assert run(database, after) == {
+    assert on_store(database, after) == {
         "kept": TaskStatus.ARCHIVED,
         "gone": None,
         "gone-too": None,
@@ -235,7 +223,7 @@ def test_hostile_copies_are_counted_recorded_once_and_never_stop_the_import(
     async def recorded() -> list[TaskTracker | None]:
         return [await TaskTracker.find_execution(e) for e in (good.message_id or "", "$where")]
 
-    imported, operator_like = run(database, recorded)
+    imported, operator_like = on_store(database, recorded)
     assert imported is not None
     assert operator_like is not None
     assert operator_like.execution_id == "$where"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,9 +16,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-import tracker
 from tests.conftest import AMQP_URL
-from tests.service_harness import cli_state
+from tests.service_harness import cli_state, on_store
 from tracker import TaskStatus, TaskTracker, claim, create_execution
 from tracker.cli import main
 from tracker.cli.app import CliState
@@ -48,17 +46,6 @@ async def _processing(queue: str, name: str, started_ago: float, timeout: float 
     return execution_id
 
 
-def run(database: str, work: Callable[[], Awaitable[T]]) -> T:
-    async def connected() -> T:
-        await tracker.connect(None, database)
-        try:
-            return await work()
-        finally:
-            await tracker.disconnect()
-
-    return asyncio.run(connected())
-
-
 @pytest.fixture
 def seeded(cli_backend: str) -> tuple[CliState, str, dict[str, str]]:
     database = f"tracker_stuck_{uuid.uuid4().hex[:8]}"
@@ -78,7 +65,7 @@ def seeded(cli_backend: str) -> tuple[CliState, str, dict[str, str]]:
             "elsewhere": await _processing(f"{queue}-other", "elsewhere", 5, 1),
         }
 
-    ids = run(database, seed)
+    ids = on_store(database, seed)
     return cli_state(database, cli_backend, Settings(amqp_url=AMQP_URL)), queue, ids
 
 
@@ -140,7 +127,7 @@ def test_the_alert_counts_what_the_command_it_names_lists(
         await QueueStatsCollector(metrics, {queue: 300.0}).refresh()
         return metrics.registry.get_sample_value("tracker_stuck_executions", {"queue": queue})
 
-    gauge = run(state.in_memory_database or "", refresh)
+    gauge = on_store(state.in_memory_database or "", refresh)
     # When: the command the alert's description tells the operator to run
     [rule] = [
         rule
@@ -171,7 +158,7 @@ def test_find_stuck_tasks_and_is_stuck_keep_their_meaning(
         assert late is not None
         return [d.execution_id for d in found], working.is_stuck(45), late.is_stuck(45)
 
-    found, working_stuck, late_stuck = run(state.in_memory_database or "", older_than_45s)
+    found, working_stuck, late_stuck = on_store(state.in_memory_database or "", older_than_45s)
     # Then
     assert found == [ids["undated"], ids["recent"], ids["working"]]
     assert (working_stuck, late_stuck) == (True, False)
@@ -211,7 +198,7 @@ def test_fail_records_each_execution_s_own_timeout(
         docs = {name: await TaskTracker.find_execution(ids[name]) for name in ("late", "undated")}
         return {n: (d.status, d.error_message) for n, d in docs.items() if d is not None}
 
-    assert run(state.in_memory_database or "", messages) == {
+    assert on_store(state.in_memory_database or "", messages) == {
         "late": (TaskStatus.FAILED, "timed out after 10 seconds"),
         "undated": (TaskStatus.FAILED, "timed out after 1800 seconds"),
     }
