@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Final, Literal
+from pathlib import Path
+from typing import Any, BinaryIO, Final, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 import tracker
@@ -146,13 +149,13 @@ def router(queue: str, files: ReportFiles) -> APIRouter:
     @api.get(
         "/reports/{report_id}/download",
         summary="A finished report's document",
-        response_class=FileResponse,
+        response_class=StreamingResponse,
         responses={
             409: {"description": "still running, or failed: there is no document"},
             410: {"description": "the record is kept, its file is removed"},
         },
     )
-    async def download(report_id: str) -> FileResponse:
+    async def download(report_id: str) -> StreamingResponse:
         report = await _report(report_id, queue)
         if report.status == RUNNING:
             raise HTTPException(409, "the report is still running: poll its status")
@@ -164,10 +167,38 @@ def router(queue: str, files: ReportFiles) -> APIRouter:
             path = await asyncio.to_thread(
                 files.servable, execution.task_id, execution.execution_id, fmt
             )
-        if fmt is None or path is None:
+        # Opened here, not by name when the body is sent: a file the sweeper removes in
+        # between is a 410, never a half-sent 500 (an open file outlives its unlinking).
+        handle = None if fmt is None or path is None else await asyncio.to_thread(_open, path)
+        if fmt is None or handle is None:
             raise HTTPException(410, "the report's file is gone: request the report again")
-        return FileResponse(
-            path, media_type=CONTENT_TYPES[fmt], filename=f"{report_id.replace(':', '-')}.{fmt}"
+        name = f"{report_id.replace(':', '-')}.{fmt}"
+        return StreamingResponse(
+            _chunks(handle),
+            media_type=CONTENT_TYPES[fmt],
+            headers={
+                "content-disposition": f'attachment; filename="{name}"',
+                "content-length": str(os.fstat(handle.fileno()).st_size),
+            },
         )
 
     return api
+
+
+CHUNK_BYTES: Final = 64 * 1024
+
+
+def _open(path: Path) -> BinaryIO | None:
+    """``path`` opened for reading, never through a link; None when it is gone."""
+    try:
+        return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    except (FileNotFoundError, OSError):
+        return None
+
+
+async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()

@@ -23,6 +23,7 @@ import tracker
 from tests.rabbit import Broker
 from tracker.cli import main
 from tracker.cli.app import CliState, ServiceTarget
+from tracker.errors import ConfigurationError
 from tracker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,3 +241,13 @@ def test_a_service_url_that_is_not_one_is_a_usage_error() -> None:
         result = CliRunner().invoke(main, ["--service", url, "stats"], obj=CliState(Settings()))
         assert result.exit_code == 2, (url, result.output)
         assert "--service" in result.output
+
+
+def test_a_service_url_with_a_password_is_refused_without_showing_it() -> None:
+    for url in ("http://admin:s3cret@127.0.0.1:9464", "admin:s3cret@127.0.0.1:9464"):
+        result = CliRunner().invoke(main, ["--service", url, "stats"], obj=CliState(Settings()))
+        assert result.exit_code == 2, (url, result.output)
+        assert "TRACKER_SERVICE_TOKEN" in result.output
+        assert "s3cret" not in result.output
+    with pytest.raises(ConfigurationError, match="user or password"):
+        Settings.from_env({"TRACKER_SERVICE_URL": "https://u:p@tracker.example:9464"})

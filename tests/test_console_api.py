@@ -477,3 +477,38 @@ async def test_edit_and_retry_keeps_redacted_fields_and_is_audited(
     assert await broker.depth(queue) == 1
     assert "4111" not in audit.text
     assert [e["actor"] for e in audit.json()["items"]][-1:] == ["otto"]
+
+
+async def test_an_execution_id_with_slashes_is_reached_escaped_or_not(
+    api: httpx.AsyncClient, store: str
+) -> None:
+    # Given: a producer's message id with slashes became the execution id
+    dead = await dead_letter("orders", "orders:slashed")
+    dead.execution_id = "orders/2026/11/1"
+    await dead.save()
+    # When: asked for as the command line escapes it, and as written
+    escaped = await api.get("/api/v1/executions/orders%2F2026%2F11%2F1", headers=AS_VIEWER)
+    plain = await api.get("/api/v1/executions/orders/2026/11/1", headers=AS_VIEWER)
+    # Then
+    assert escaped.status_code == plain.status_code == 200, escaped.text
+    assert escaped.json()["execution_id"] == plain.json()["execution_id"] == "orders/2026/11/1"
+
+
+def test_a_routers_own_422_stays_in_the_openapi_document() -> None:
+    # Given: a consumer module's route that declares a 422 of its own
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post("/mine", responses={422: {"description": "refused for a reason of my own"}})
+    async def mine(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    operator = Operator(Access((VIEWER, OPERATOR), "0.0.0.0"))
+    web = create_app(CollectorRegistry(), Health(), operator=operator, api_routers=[router])
+    # When
+    document = web.openapi()
+    # Then: its own 422 kept; FastAPI's generated one replaced by the 400 the API answers
+    responses = document["paths"]["/api/v1/mine"]["post"]["responses"]
+    assert responses["422"]["description"] == "refused for a reason of my own"
+    assert "400" in responses

@@ -108,6 +108,8 @@ GOOD = {HEADER_TASK_ID: "t:1", HEADER_EXECUTION_ID: "e-1"}
         (nested(95), GOOD, "nested more than"),
         (b"[" + b"9" * 5000 + b"]", GOOD, "body is not valid JSON"),
         (b"[18446744073709551616]", GOOD, "cannot be stored"),
+        (b'{"x": NaN}', GOOD, "NaN is not a JSON number"),
+        (b"[-Infinity]", GOOD, "-Infinity is not a JSON number"),
         (b'"\\ud800"', GOOD, "cannot be stored"),
         (b'{"\\u0000": 1}', GOOD, "cannot be stored"),
         (b"{}", {**GOOD, HEADER_RETRY_COUNT: "²"}, "x-retry-count must be a non-negative"),

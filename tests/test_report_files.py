@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -146,6 +147,29 @@ async def test_download_is_410_once_the_file_is_gone_and_404_once_the_record_is(
     assert released.json() == {"error": "the report's file is gone: request the report again"}
     assert status_released.json()["status"] == "SUCCESS"
     assert (gone.status_code, status_gone.status_code) == (404, 404)
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_file_removed_between_the_check_and_the_send_is_410(
+    files: ReportFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: a finished report whose file the sweeper removes right after it was found
+    done = await finished_report(files, {"rows": 10}, retention=60)
+    real = ReportFiles.servable
+
+    def found_then_removed(self: ReportFiles, task_id: str, execution_id: str, fmt: str) -> Any:
+        path = real(self, task_id, execution_id, fmt)
+        assert path is not None
+        path.unlink()
+        return path
+
+    monkeypatch.setattr(ReportFiles, "servable", found_then_removed)
+    # When
+    async with report_api_client(QUEUE, files) as api:
+        response = await api.get(f"/api/v1/reports/{done.task_id}/download")
+    # Then: the answer a removed file gets, not a server error
+    assert response.status_code == 410
+    assert response.json() == {"error": "the report's file is gone: request the report again"}
 
 
 @pytest.mark.usefixtures("store")

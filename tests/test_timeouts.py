@@ -190,6 +190,7 @@ async def test_a_deadline_naming_no_possible_execution_is_settled_once_never_req
     [
         (StoreUnavailableError("MongoDB is down"), "requeue"),
         (PublishError("the broker is gone"), "requeue"),
+        (PublishError("no queue took it", maybe_published=False), "ack"),
         (RuntimeError("a bug"), "ack"),
         (ValueError("never valid"), "ack"),
     ],
@@ -326,3 +327,41 @@ async def test_retention_sets_expiry_by_outcome(broker: Broker) -> None:
     assert failed.expires_at is not None
     assert timedelta(days=9) < failed.expires_at - now <= timedelta(days=10)
     assert dead.expires_at is None
+
+
+async def test_a_stored_payload_strict_json_refuses_still_runs_again() -> None:
+    # Given: a payload an earlier version stored with NaN in it, and one over the enqueue
+    # bound that a raw publish brought in (both held by MongoDB)
+    nan = await tracker.create_execution("reports:nan", "reports", {"x": float("nan")})
+    big = await tracker.create_execution("reports:big", "reports", {"s": "x" * (1024 * 1024)})
+    processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
+    # When: their messages are built again (a retry, a republish)
+    messages = [
+        processor.outcomes.retries.message_for(created.execution, 0.0) for created in (nan, big)
+    ]
+    # Then: as stored, never refused
+    assert messages[0].body == b'{"x":NaN}'
+    assert len(messages[1].body) > 1024 * 1024
+
+
+async def test_a_payload_no_message_can_carry_does_not_stop_the_sweep() -> None:
+    # Given: two executions left without message, the first with a payload JSON cannot encode
+    # (stored through the Python API)
+    await tracker.create_execution("reports:date", "reports", {"at": utcnow()})
+    fine = await tracker.create_execution("reports:fine", "reports", {"n": 1})
+    published: list[OutgoingMessage] = []
+
+    async def publish(message: OutgoingMessage) -> None:
+        published.append(message)
+
+    processor = Processor(consumer(), ProcessorOptions(worker_id="w"))
+    sweeper = Sweeper({"reports": processor.outcomes}, publish, republish_after=0.05)
+    await asyncio.sleep(0.1)
+    # When
+    with capture_logs() as logs:
+        swept = await sweeper.sweep()
+    # Then: the other is republished, the one that cannot be is named in an error
+    assert swept.republished == 1
+    assert [m.message_id for m in published] == [fine.execution.execution_id]
+    [error] = [line for line in logs if line["log_level"] == "error"]
+    assert "cannot republish" in error["event"]

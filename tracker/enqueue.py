@@ -12,7 +12,12 @@ import structlog
 
 from tracker.clock import utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES
-from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
+from tracker.delivery.envelope import (
+    OutgoingMessage,
+    encode_payload,
+    encode_stored_payload,
+    task_message,
+)
 from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
 from tracker.middleware import Middleware, run_hooks, wants
@@ -152,7 +157,7 @@ class Enqueuer:
             return result, None, False
         message = task_message(
             queue,
-            encode_payload(stored.get("payload")) if resend else body,
+            encode_stored_payload(stored.get("payload")) if resend else body,
             task_id=result.task_id,
             execution_id=result.execution_id,
             retry_count=stored.get("retryCount", 0),

@@ -173,14 +173,21 @@ def parse_service_url(value: str, name: str = "TRACKER_SERVICE_URL") -> str:
     trailing slash."""
     url = value.strip().rstrip("/")
     parts = urlsplit(url)
+    if "@" in (parts.netloc or value):
+        # The service takes a bearer token (TRACKER_SERVICE_TOKEN); a password in the URL
+        # would be sent instead of it, and printed with every error naming the URL.
+        raise ConfigurationError(
+            f"{name} must not carry a user or password: set TRACKER_SERVICE_TOKEN instead"
+        )
+    shown = (parts.scheme + "://" + parts.netloc) if parts.netloc else value[:80]
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"{name} must be the service's URL, e.g. http://127.0.0.1:9464, not {value[:80]!r}"
+            f"{name} must be the service's URL, e.g. http://127.0.0.1:9464, not {shown!r}"
         )
     try:
         parts.port  # noqa: B018 - a port out of range or not a number raises
     except ValueError:
-        raise ConfigurationError(f"{name} has a bad port: {value[:80]!r}") from None
+        raise ConfigurationError(f"{name} has a bad port: {shown!r}") from None
     return url
 
 

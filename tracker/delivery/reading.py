@@ -154,7 +154,7 @@ def _payload(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise _Invalid(f"body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_not_a_number)
     except json.JSONDecodeError as exc:
         raise _Invalid(
             f"body is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
@@ -167,6 +167,12 @@ def _payload(body: bytes) -> Any:
     if problem is not None:
         raise _Invalid(problem)
     return payload
+
+
+def _not_a_number(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON has no such numbers, and other readers of
+    # the payload (a Node service, MongoDB tools) would fail on them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _text(value: Any) -> str | None:

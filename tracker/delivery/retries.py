@@ -12,7 +12,7 @@ import structlog
 from tracker.clock import utcnow
 from tracker.constants import retry_queue_name
 from tracker.consumer import QueueRules
-from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
+from tracker.delivery.envelope import OutgoingMessage, encode_stored_payload, task_message
 from tracker.errors import Retry
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
@@ -74,7 +74,7 @@ class Retries:
             routing_key = retry_queue_name(queue, round(delay * 1000)) if delay > 0 else queue
         return task_message(
             queue,
-            encode_payload(execution.payload),
+            encode_stored_payload(execution.payload),
             task_id=execution.task_id,
             execution_id=execution.execution_id,
             retry_count=execution.retry_count,

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from tracker.clock import utcnow
 from tracker.constants import DEFAULT_ARCHIVED_RETENTION_SECONDS
-from tracker.delivery.envelope import OutgoingMessage, encode_payload, task_message
+from tracker.delivery.envelope import OutgoingMessage, encode_stored_payload, task_message
 from tracker.errors import InvalidTransitionError, PublishError, TaskNotFoundError
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
@@ -57,7 +57,7 @@ def message_of(execution: TaskTracker) -> OutgoingMessage:
     """The message that runs ``execution``."""
     return task_message(
         execution.queue_name,
-        encode_payload(execution.payload),
+        encode_stored_payload(execution.payload),
         task_id=execution.task_id,
         execution_id=execution.execution_id,
         retry_count=execution.retry_count,

@@ -140,7 +140,8 @@ class DeadlineListener:
                 # It would fail the same way every time: the sweeper fails the execution
                 # once it is past its deadline.
                 log.error(
-                    "deadline not applied; dropped, the sweeper covers it",
+                    "deadline not applied, or what follows it not published; dropped, the "
+                    "sweeper covers it",
                     queue=queue,
                     execution_id=deadline[0],
                     error=type(exc).__name__,
@@ -164,8 +165,11 @@ class DeadlineListener:
 
 
 def _passing(error: Exception) -> bool:
-    """Whether trying again later can succeed: MongoDB or the broker out of reach for now."""
-    return isinstance(error, StoreUnavailableError | PublishError) or is_transient(error)
+    """Whether trying again later can succeed: MongoDB or the broker out of reach for now
+    (not a message the broker refused to route: that would be refused again)."""
+    if isinstance(error, PublishError):
+        return error.maybe_published
+    return isinstance(error, StoreUnavailableError) or is_transient(error)
 
 
 async def _quietly(settle: Callable[[], Awaitable[None]]) -> None:

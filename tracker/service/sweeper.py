@@ -16,7 +16,7 @@ from beanie import SortDirection
 from pymongo.errors import PyMongoError
 
 from tracker.clock import utcnow
-from tracker.delivery.envelope import OutgoingMessage
+from tracker.delivery.envelope import OutgoingMessage, PayloadNotJSONError
 from tracker.delivery.outcomes import Outcomes
 from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
@@ -167,6 +167,15 @@ class Sweeper(Periodic):
             )
             log.warning(
                 "could not republish", execution_id=execution.execution_id, error=str(error)
+            )
+            return 0
+        except PayloadNotJSONError as error:
+            # Its message cannot be built (a payload stored through the Python API that
+            # JSON cannot encode): say so, leave it for an operator, sweep the others.
+            log.error(
+                "cannot republish: the stored payload is not JSON; edit it or archive it",
+                execution_id=execution.execution_id,
+                error=str(error),
             )
             return 0
         if execution.publish_unconfirmed_at is not None:

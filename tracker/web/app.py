@@ -83,7 +83,9 @@ def _document_bad_input_as_400(app: FastAPI) -> None:
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 responses = operation.get("responses", {})
-                if responses.pop("422", None) is not None:
+                if _generated(responses.get("422")):
+                    del responses["422"]
+                if "parameters" in operation or "requestBody" in operation:
                     responses.setdefault("400", BAD_INPUT)
         components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
@@ -91,3 +93,11 @@ def _document_bad_input_as_400(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _generated(response: Any) -> bool:
+    """Whether ``response`` is FastAPI's own 422 (a route's declared 422 stays)."""
+    if not isinstance(response, dict):
+        return False
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return str(schema.get("$ref", "")).endswith("/HTTPValidationError")

@@ -121,7 +121,7 @@ async def timeline(request: Request, task_id: str) -> Timeline:
     )
 
 
-@router.get("/executions/{execution_id}", summary="One execution in full")
+@router.get("/executions/{execution_id:path}", summary="One execution in full")
 async def one_execution(request: Request, execution_id: str) -> ExecutionDetail:
     found = await TaskTracker.find_execution(execution_id)
     if found is None:
@@ -131,7 +131,7 @@ async def one_execution(request: Request, execution_id: str) -> ExecutionDetail:
 
 
 @router.post(
-    "/executions/{execution_id}/retry",
+    "/executions/{execution_id:path}/retry",
     status_code=status.HTTP_201_CREATED,
     summary="Retry a dead letter with an edited payload (operator)",
 )

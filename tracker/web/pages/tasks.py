@@ -36,7 +36,7 @@ async def task(request: Request, task_id: str) -> Response:
     return render(request, "task.html", context)
 
 
-@router.post("/executions/{execution_id}/retry", dependencies=[Depends(csrf.check_form)])
+@router.post("/executions/{execution_id:path}/retry", dependencies=[Depends(csrf.check_form)])
 async def retry(
     request: Request, execution_id: str, caller: Annotated[Actor, Depends(ui_operator)]
 ) -> Response:
