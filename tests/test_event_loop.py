@@ -1,6 +1,5 @@
-"""The service's event loop: asyncio's own by default, uvloop when asked for (the ``speed``
-extra) or with ``auto`` when installed, and a clear error when uvloop is asked for and
-missing."""
+"""The service's event loop: uvloop when installed (the ``speed`` extra), asyncio's own
+otherwise or when asked, and a clear error when uvloop is asked for and missing."""
 
 from __future__ import annotations
 
@@ -18,14 +17,9 @@ async def running_loop() -> str:
     return event_loop.loop_name(asyncio.get_running_loop())
 
 
-def test_the_default_is_asyncio_s_own_loop() -> None:
-    assert event_loop.run(running_loop()) == "asyncio"
-    assert Settings().event_loop == "asyncio"
-
-
-def test_uvloop_and_auto_run_on_uvloop_when_it_is_installed() -> None:
+def test_auto_runs_on_uvloop_when_it_is_installed() -> None:
     pytest.importorskip("uvloop")
-    assert event_loop.run(running_loop(), "auto") == "uvloop"
+    assert event_loop.run(running_loop()) == "uvloop"
     assert event_loop.run(running_loop(), "uvloop") == "uvloop"
 
 
@@ -40,7 +34,7 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_a_clear_error(
     # Given: uvloop cannot be imported
     monkeypatch.setitem(sys.modules, "uvloop", None)
     # When / Then
-    assert event_loop.run(running_loop(), "auto") == "asyncio"
+    assert event_loop.run(running_loop()) == "asyncio"
     coroutine = running_loop()
     with pytest.raises(ConfigurationError, match=r"rabbitmq-task-tracker\[speed\]"):
         event_loop.run(coroutine, "uvloop")
@@ -54,8 +48,7 @@ def test_an_unknown_loop_is_refused() -> None:
 
 
 def test_the_setting_is_read_once_and_checked() -> None:
-    assert Settings.from_env({}).event_loop == "asyncio"
-    assert Settings.from_env({"TRACKER_EVENT_LOOP": "auto"}).event_loop == "auto"
+    assert Settings.from_env({}).event_loop == "auto"
     assert Settings.from_env({"TRACKER_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
     with pytest.raises(ConfigurationError, match="TRACKER_EVENT_LOOP"):
         Settings.from_env({"TRACKER_EVENT_LOOP": "fast"})

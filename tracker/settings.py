@@ -61,8 +61,8 @@ class Settings:
     quorum_group_size: int | None = None
     service_url: str | None = None
     service_token: str | None = None
-    # The service's event loop (tracker.service.event_loop): asyncio's, unless asked.
-    event_loop: EventLoopName = "asyncio"
+    # The service's event loop (tracker.service.event_loop): uvloop when installed.
+    event_loop: EventLoopName = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

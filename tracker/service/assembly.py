@@ -170,6 +170,9 @@ class Service:
             )
         )
         self._running = False
+        # Ready: every queue declared and consumed, so /healthz answers 200 only then (a
+        # message published on a 200 finds its queue).
+        self._consuming = False
         self._subscriptions: list[Subscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
@@ -213,6 +216,7 @@ class Service:
                 (timeouts_queue_name(consumer.queue), self._spawning(listener.on_delivery)),
             ):
                 self._subscriptions.append(await self.transport.consume(queue, on_delivery))
+        self._consuming = True
         if self.options.stats_interval is not None:
             self.collector.start()
         if self.options.sweep_interval is not None:
@@ -262,7 +266,7 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _broker_connected(self) -> bool:
-        return self._running and self.transport.is_open
+        return self._running and self._consuming and self.transport.is_open
 
     def _broker_details(self) -> dict[str, Any]:
         return {"broker": {"node": self.transport.node if self._running else None}}
@@ -273,6 +277,7 @@ class Service:
 
     async def _close(self) -> None:
         self._running = False
+        self._consuming = False
         await self.collector.stop()
         await self.sweeper.stop()
         await self.replays.stop()

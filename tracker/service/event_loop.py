@@ -1,12 +1,9 @@
-"""The event loop a service runs on: asyncio's own by default; uvloop when asked for
-(``TRACKER_EVENT_LOOP=uvloop``, installed by the ``speed`` extra,
-``pip install "rabbitmq-task-tracker[speed]"``), or ``auto``: uvloop when it is installed.
+"""The event loop a service runs on: uvloop when it is installed (the ``speed`` extra,
+``pip install "rabbitmq-task-tracker[speed]"``), asyncio's own otherwise.
 
 Every delivery costs the tracker a handful of tasks, futures and callbacks; uvloop runs them
-in C, about a fifth less CPU per message (docs/benchmarks.md). It is not the default: a
-service on uvloop did not complete the first delivery of its queue within 30 s in 2 of
-about 40 starts of tests/test_serve.py, which asyncio's loop has not shown in as many;
-until that is understood, uvloop is a choice, not a default.
+in C. ``TRACKER_EVENT_LOOP=asyncio`` keeps asyncio's loop (to rule the loop out when
+chasing a problem), ``uvloop`` insists on it.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ EventLoopName = Literal["auto", "asyncio", "uvloop"]
 EVENT_LOOPS: Final = ("auto", "asyncio", "uvloop")
 
 
-def loop_factory(name: EventLoopName = "asyncio") -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory(name: EventLoopName = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
     """What makes the loop ``name`` asks for (None: asyncio's default); ``ConfigurationError``
     when ``uvloop`` is asked for and not installed."""
     if name not in EVENT_LOOPS:
@@ -47,7 +44,7 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def run(main: Coroutine[Any, Any, T], name: EventLoopName = "asyncio") -> T:
+def run(main: Coroutine[Any, Any, T], name: EventLoopName = "auto") -> T:
     """``asyncio.run(main)`` on the loop ``name`` asks for."""
     try:
         factory = loop_factory(name)
