@@ -34,6 +34,13 @@ def in_memory() -> bool:
     return not os.environ.get("TRACKER_MONGODB_URL")
 
 
+# For tests that inject failures through the in-memory MongoDB (tracker.testing): skipped
+# with that reason when the tests run against a server.
+needs_in_memory = pytest.mark.skipif(
+    not in_memory(), reason="injects failures into the in-memory MongoDB"
+)
+
+
 AMQP_URL = os.environ.get("TRACKER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo.errors import AutoReconnect
 
-from tests.conftest import in_memory
+from tests.conftest import needs_in_memory
 from tracker.clock import utcnow
 from tracker.operations import audit, pages
 from tracker.operations.actors import Actor, cli_actor
@@ -23,11 +23,6 @@ from tracker.testing import store_failure, store_outage
 
 ANA = Actor("ana", "operator", "cli")
 BEN = Actor("ben", "operator", "api")
-
-# These inject failures through the in-memory MongoDB (tracker.testing).
-needs_in_memory = pytest.mark.skipif(
-    not in_memory(), reason="injects failures into the in-memory MongoDB"
-)
 
 
 @pytest.mark.usefixtures("store")

@@ -19,7 +19,7 @@ import pytest
 
 import tracker
 from tests.adapters import Driver, sample
-from tests.conftest import in_memory
+from tests.conftest import needs_in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import ErrorCategory, TaskStatus, TaskTracker
 from tracker.clock import utcnow
@@ -339,7 +339,7 @@ async def test_a_long_handler_does_not_starve_the_heartbeat(driver: Driver, brok
     assert getattr(driver, "reconnects", 0) == 0
 
 
-@pytest.mark.skipif(not in_memory(), reason="injects an outage into the in-memory MongoDB")
+@needs_in_memory
 async def test_mongodb_down_requeues_and_recovers(driver: Driver, broker: Broker) -> None:
     queue = await broker.new_queue()
     calls: list[int] = []

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mongomock_motor import AsyncMongoMockCollection
 from pymongo.errors import AutoReconnect
 
-from tests.conftest import in_memory
+from tests.conftest import needs_in_memory
 from tests.index_shapes import Query, recorded, unserved
 from tracker import TaskStatus, claim, create_execution
 from tracker.clock import utcnow
@@ -215,7 +215,7 @@ async def test_mute_while_dead_letters_arrive_loses_neither() -> None:
     assert (group.muted, group.count, group.state) == (True, 9, "open")
 
 
-@pytest.mark.skipif(not in_memory(), reason="injects a failure into the in-memory MongoDB")
+@needs_in_memory
 @pytest.mark.usefixtures("store")
 async def test_a_store_error_while_noting_leaves_the_dead_letter_recorded(
     monkeypatch: pytest.MonkeyPatch,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect
 
-from tests.conftest import in_memory
+from tests.conftest import needs_in_memory
 from tests.dead_letters import Recorder, complete, dead_letter, fail
 from tests.index_shapes import Query, recorded, unserved
 from tracker import TaskStatus, create_execution
@@ -323,7 +323,7 @@ async def test_two_runners_on_one_job_run_each_item_once() -> None:
     assert len(await _new_executions(job.id)) == 6
 
 
-@pytest.mark.skipif(not in_memory(), reason="injects an outage into the in-memory MongoDB")
+@needs_in_memory
 async def test_a_store_outage_interrupts_a_job_that_resumes_afterwards() -> None:
     # Given
     for n in range(3):

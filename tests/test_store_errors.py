@@ -23,7 +23,7 @@ from pymongo.errors import (
 )
 
 from tests.adapters import Driver
-from tests.conftest import in_memory
+from tests.conftest import needs_in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import ErrorCategory, TaskStatus, TaskTracker
 from tracker.store.errors import describe, is_transient
@@ -62,12 +62,6 @@ def test_transient_errors_are_tried_again(error: BaseException) -> None:
 def test_permanent_errors_are_not(error: BaseException) -> None:
     assert not is_transient(error)
     assert type(error).__name__ in describe(error)
-
-
-# These inject failures through the in-memory MongoDB (tracker.testing.store_failure).
-needs_in_memory = pytest.mark.skipif(
-    not in_memory(), reason="injects failures into the in-memory MongoDB"
-)
 
 
 def test_not_a_store_error_is_not_transient() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 import tracker
-from tests.conftest import in_memory
+from tests.conftest import needs_in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
 from tracker.constants import (
@@ -242,7 +242,7 @@ async def test_a_plain_producer_message_is_tracked_on_arrival(broker: Broker) ->
     assert chain[0].history[0].message == "tracked on arrival"
 
 
-@pytest.mark.skipif(not in_memory(), reason="injects an outage into the in-memory MongoDB")
+@needs_in_memory
 async def test_mongodb_outage_requeues_without_loss_and_recovers(broker: Broker) -> None:
     # Given: MongoDB is down when the message arrives
     from tracker.testing import store_outage
