@@ -714,8 +714,41 @@ def _write_reply(reply: Doc, errors: list[Doc]) -> Doc:
 
 
 def _differs(old: Doc, new: Doc) -> bool:
-    """Whether an update changed the document, byte for byte as the server counts it."""
-    return old is not new and bson.encode(old) != bson.encode(new)
+    """Whether an update changed the document, byte for byte as the server counts it.
+
+    Stored documents are never changed in place, so a field holding the very same object in
+    both is unchanged, and only the others are compared. The field names, in the order BSON
+    writes them, must be the same."""
+    if old is new:
+        return False
+    if _bson_order(old) != _bson_order(new):
+        return True
+    for name, value in new.items():
+        before = old[name]
+        if before is not value and not _same_bytes(before, value):
+            return True
+    return False
+
+
+def _bson_order(doc: Doc) -> list[str]:
+    """The field names as BSON writes a top-level document: ``_id`` first."""
+    names = list(doc)
+    if "_id" in doc and names[0] != "_id":
+        names.remove("_id")
+        names.insert(0, "_id")
+    return names
+
+
+# Types whose values encode to the same bytes exactly when they are equal (not floats: -0.0
+# equals 0.0; nor dates: BSON keeps only milliseconds).
+_PLAIN_TYPES: Final = frozenset({str, int, bool, Int64, ObjectId})
+
+
+def _same_bytes(a: Any, b: Any) -> bool:
+    kind = type(a)
+    if kind is type(b) and kind in _PLAIN_TYPES:
+        return bool(a == b)
+    return bson.encode({"": a}) == bson.encode({"": b})
 
 
 def _upsert_document(query: Any, update: Any, variables: Variables) -> Doc:

@@ -43,29 +43,33 @@ def evaluate(expr: Any, current: Any, variables: Variables) -> Any:
             return _path(expr, current, variables)
         return expr
     if kind is dict:
-        if not expr:
-            return {}
-        first = next(iter(expr))
-        if first.startswith("$"):
-            if len(expr) != 1:
-                raise CommandError(
-                    15983,
-                    "an expression specification must contain exactly one field, the name of "
-                    f"the expression. Found {len(expr)} fields in {expr}",
-                )
-            operator = _OPERATORS.get(first)
-            if operator is None:
-                raise CommandError(168, f"Unrecognized expression '{first}'")
-            return operator(expr[first], current, variables)
-        out = {}
-        for key, item in expr.items():
-            value = evaluate(item, current, variables)
-            if value is not MISSING:
-                out[key] = value
-        return out
+        if len(expr) == 1:
+            first = next(iter(expr))
+            if first.startswith("$"):
+                operator = _OPERATORS.get(first)
+                if operator is None:
+                    raise CommandError(168, f"Unrecognized expression '{first}'")
+                return operator(expr[first], current, variables)
+        return _document(expr, current, variables)
     if kind is list:
         return [_or_null(evaluate(item, current, variables)) for item in expr]
     return expr
+
+
+def _document(expr: dict[str, Any], current: Any, variables: Variables) -> Any:
+    """A document of expressions (not an operator: ``evaluate`` takes those)."""
+    if expr and next(iter(expr)).startswith("$"):
+        raise CommandError(
+            15983,
+            "an expression specification must contain exactly one field, the name of "
+            f"the expression. Found {len(expr)} fields in {expr}",
+        )
+    out = {}
+    for key, item in expr.items():
+        value = evaluate(item, current, variables)
+        if value is not MISSING:
+            out[key] = value
+    return out
 
 
 def _path(expr: str, current: Any, variables: Variables) -> Any:
@@ -82,7 +86,10 @@ def _path(expr: str, current: Any, variables: Variables) -> Any:
         return expression_path(value, rest.split(".")) if rest else value
     if expr == "$":
         raise CommandError(16872, "'$' by itself is not a valid FieldPath")
-    return expression_path(current, expr[1:].split("."))
+    name = expr[1:]
+    if type(current) is dict and "." not in name:
+        return current.get(name, MISSING)  # a top-level field: the common case, made short
+    return expression_path(current, name.split("."))
 
 
 def _or_null(value: Any) -> Any:
@@ -111,6 +118,10 @@ def _fixed(name: str, count: int) -> Callable[[Any, Any, Variables], list[Any]]:
 
 def _nullish(value: Any) -> bool:
     return value is None or value is MISSING
+
+
+def _any_nullish(values: list[Any]) -> bool:
+    return any(value is None or value is MISSING for value in values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +214,8 @@ def _integer(value: int, *inputs: Any) -> Any:
 
 def arithmetic(a: Any, b: Any, op: Callable[[Any, Any], Any]) -> Any:
     """``op`` on two BSON numbers with MongoDB's result type (decimal > double > long > int)."""
+    if type(a) is int and type(b) is int:  # the common case, made short
+        return _integer(op(a, b))
     if isinstance(a, Decimal128) or isinstance(b, Decimal128):
         return Decimal128(op(Decimal(str(number(a))), Decimal(str(number(b)))))
     if isinstance(a, float) or isinstance(b, float):
@@ -220,7 +233,7 @@ def _numbers(name: str, values: list[Any]) -> None:
 
 def _add(raw: Any, current: Any, variables: Variables) -> Any:
     values = _args(raw, current, variables)
-    if any(_nullish(value) for value in values):
+    if _any_nullish(values):
         return None
     _numbers("$add", values)
     dates = [value for value in values if isinstance(value, dt.datetime)]
@@ -251,7 +264,7 @@ def _subtract(raw: Any, current: Any, variables: Variables) -> Any:
 
 def _multiply(raw: Any, current: Any, variables: Variables) -> Any:
     values = _args(raw, current, variables)
-    if any(_nullish(value) for value in values):
+    if _any_nullish(values):
         return None
     total: Any = 1
     for value in values:
@@ -412,7 +425,7 @@ def _array_arg(name: str, value: Any) -> list[Any]:
 
 def _concat_arrays(raw: Any, current: Any, variables: Variables) -> Any:
     values = _args(raw, current, variables)
-    if any(_nullish(value) for value in values):
+    if _any_nullish(values):
         return None
     out: list[Any] = []
     for value in values:
@@ -495,7 +508,7 @@ def _merge_objects(raw: Any, current: Any, variables: Variables) -> Any:
 
 def _concat(raw: Any, current: Any, variables: Variables) -> Any:
     values = _args(raw, current, variables)
-    if any(_nullish(value) for value in values):
+    if _any_nullish(values):
         return None
     if not all(isinstance(value, str) for value in values):
         raise CommandError(16702, "$concat only supports strings")

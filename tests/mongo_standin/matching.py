@@ -51,7 +51,17 @@ def compile_filter(spec: Mapping[str, Any] | None, variables: Variables) -> Pred
             tests.append(_compile_field(key, condition, variables))
     if len(tests) == 1:
         return tests[0]
-    return lambda doc: all(test(doc) for test in tests)
+    return _every(tests)
+
+
+def _every(tests: list[Predicate]) -> Predicate:
+    def test(doc: dict[str, Any]) -> bool:
+        for one in tests:  # noqa: SIM110 (a plain loop: no generator made per document)
+            if not one(doc):
+                return False
+        return True
+
+    return test
 
 
 def _always(doc: dict[str, Any]) -> bool:
@@ -79,11 +89,33 @@ def _compile_top(key: str, condition: Any, variables: Variables) -> Predicate:
 
 def _compile_field(path: str, condition: Any, variables: Variables) -> Predicate:
     parts = path.split(".")
+    if len(parts) == 1 and type(condition) in _PLAIN_EQUALITIES:
+        return _field_equals(path, condition)
     test = compile_condition(condition, variables)
     if len(parts) == 1:
         name = parts[0]
         return lambda doc: test([doc.get(name, MISSING)])
     return lambda doc: test(query_leaves(doc, parts))
+
+
+# Values whose equality test is the plain one (no null, regex, document or array rules).
+_PLAIN_EQUALITIES: Final = (str, int, ObjectId)
+
+
+def _field_equals(name: str, value: Any) -> Predicate:
+    """``{name: value}`` on a top-level field: ``_equals`` for the one leaf a top-level
+    field has, without building the list of leaves for each document."""
+    kind = type(value)
+
+    def test(doc: dict[str, Any]) -> bool:
+        leaf = doc.get(name, MISSING)
+        if type(leaf) is kind:
+            return bool(leaf == value)
+        if type(leaf) is list:
+            return any(equal(item, value) for item in leaf)
+        return leaf is not MISSING and equal(leaf, value)
+
+    return test
 
 
 def is_operator_doc(condition: Any) -> bool:
@@ -113,7 +145,7 @@ def _equals(value: Any) -> _LeafTest:
         return _regex(as_regex(value))
     if value is None:
         return _equals_null
-    if type(value) in (str, int, ObjectId):
+    if type(value) in _PLAIN_EQUALITIES:
         kind = type(value)
 
         def fast(leaves: list[Any]) -> bool:
@@ -344,3 +376,23 @@ def _indexable_values(condition: Any) -> list[Any] | None:
     if condition is None or is_regex(condition):
         return None
     return [condition]
+
+
+def filter_roots(spec: Mapping[str, Any]) -> frozenset[str] | None:
+    """The top-level fields a filter reads (``a`` for ``a.b``); None when it may read any
+    (``$expr`` and the other top-level operators but ``$and``, ``$or`` and ``$nor``)."""
+    roots: set[str] = set()
+    for key, condition in spec.items():
+        if key in ("$and", "$or", "$nor") and type(condition) is list:
+            for clause in condition:
+                inner = filter_roots(clause) if isinstance(clause, Mapping) else None
+                if inner is None:
+                    return None
+                roots |= inner
+        elif key == "$comment":
+            continue
+        elif key.startswith("$"):
+            return None
+        else:
+            roots.add(key.split(".", 1)[0])
+    return frozenset(roots)

@@ -98,7 +98,9 @@ class Projection:
                 out = set_path_copy(out, parts, evaluate(expr, doc, variables))
         for parts, argument in self.slices:
             value = get_path(out, parts)
-            if type(value) is list:
+            if type(value) is list and len(parts) == 1:
+                out[parts[0]] = _slice_array(value, argument)  # ``out`` is this call's own
+            elif type(value) is list:
                 out = set_path_copy(out, parts, _slice_array(value, argument))
         for name, match in self.elem_matches:
             value = doc.get(name)
@@ -335,9 +337,17 @@ def _add_fields(docs: Iterable[Doc], spec: Any, variables: Variables) -> Iterato
     fields = [(key.split("."), expr) for key, expr in spec.items()]
     for doc in docs:
         scope = {**variables, "ROOT": doc}
-        out = doc
+        # One copy takes every top-level field (a dotted path copies along its own way);
+        # every expression reads the input document.
+        out = dict(doc)
         for parts, expr in fields:
-            out = set_path_copy(out, parts, evaluate(expr, doc, scope))
+            value = evaluate(expr, doc, scope)
+            if len(parts) > 1:
+                out = set_path_copy(out, parts, value)
+            elif value is MISSING:
+                out.pop(parts[0], None)
+            else:
+                out[parts[0]] = value
         yield out
 
 

@@ -13,7 +13,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from tests.mongo_standin import wire
 from tests.mongo_standin.commands import HELLO_COMMANDS, MAX_MESSAGE_SIZE, Engine
@@ -45,8 +45,8 @@ class _Connection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's does not derive from asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
         self.task = asyncio.get_running_loop().create_task(self._serve())
 

@@ -1,15 +1,21 @@
 """Collections: documents in insertion order, hash indexes and unique constraints.
 
-Every declared index contributes a hash map for each prefix of its key (``{a: 1, b: 1}`` gives
+Every declared index offers a hash map for each prefix of its key (``{a: 1, b: 1}`` gives
 maps on ``a`` and on ``(a, b)``), holding every document whatever the index's partial filter,
 so a filter with equalities on those fields reads its candidates from a map instead of
-scanning. Unique indexes keep their own map of the documents they cover, which is how
-duplicate keys are refused without a scan.
+scanning. A map is built the first time a query needs it and kept in step from then on:
+the maps no query uses cost nothing on every write. Unique indexes keep their own map of the
+documents they cover, which is how duplicate keys are refused without a scan.
+
+An update touches only the maps and unique indexes that read a top-level field whose value
+changed; stored documents are never changed in place, so a field an update left alone holds
+the very same object in the new document as in the old.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -17,7 +23,7 @@ from typing import Any, Final
 from bson import ObjectId
 
 from tests.mongo_standin.errors import CommandError
-from tests.mongo_standin.matching import Predicate, compile_filter, equality_fields
+from tests.mongo_standin.matching import Predicate, compile_filter, equality_fields, filter_roots
 from tests.mongo_standin.values import (
     MISSING,
     NULL_KEY,
@@ -29,10 +35,12 @@ from tests.mongo_standin.values import (
 
 Doc = dict[str, Any]
 _Key = tuple[Any, ...]
+_Prefix = tuple[str, ...]  # the first fields of an index's key
 
 # Beyond this many candidates a map is no better than a scan, and a scan keeps natural order.
 _SELECTIVE_SHARE: Final = 4
 _MAX_LOOKUPS: Final = 256
+_MAX_SHAPES: Final = 256  # query shapes whose usable maps are remembered
 _ORDERED_KINDS: Final = (1, -1)
 
 
@@ -54,6 +62,8 @@ class Index:
         )
         self.fields = [field for field, _ in self.key]
         self.parts = [field.split(".") for field in self.fields]
+        self.top_level = all(len(parts) == 1 for parts in self.parts)
+        self.roots = _index_roots(self.parts, self.partial)
         self.hashable = all(
             direction == "hashed" or (is_number(direction) and direction in _ORDERED_KINDS)
             for _, direction in self.key
@@ -70,11 +80,19 @@ class Index:
             self.spec.get(name) == other.spec.get(name) for name in options
         )
 
+    def reads(self, roots: set[str]) -> bool:
+        """Whether this index's keys or partial filter read any of the top-level ``roots``."""
+        return self.roots is None or not self.roots.isdisjoint(roots)
+
     def unique_keys(self, doc: Doc) -> list[tuple[_Key, tuple[Any, ...]]]:
         """The keys this unique index holds for ``doc`` with their values (for the error
         message); none when the partial filter or sparseness leaves the document out."""
         if self.partial_test is not None and not self.partial_test(doc):
             return []
+        if self.top_level:
+            top = [doc.get(field, MISSING) for field in self.fields]
+            if list not in map(type, top):
+                return self._single_key(top)
         per_field: list[list[tuple[Any, Any]]] = []
         present = False
         for parts in self.parts:
@@ -98,6 +116,14 @@ class Index:
             keys.setdefault(tuple(key for key, _ in combo), tuple(raw for _, raw in combo))
         return list(keys.items())
 
+    def _single_key(self, values: list[Any]) -> list[tuple[_Key, tuple[Any, ...]]]:
+        """``unique_keys`` when every key field is top-level and none holds an array: one
+        key (the common case, without the products of the general one)."""
+        if self.sparse and all(value is MISSING for value in values):
+            return []
+        key = tuple(NULL_KEY if value is MISSING else hkey(value) for value in values)
+        return [(key, tuple(None if value is MISSING else value for value in values))]
+
     def duplicate(self, values: tuple[Any, ...]) -> CommandError:
         """The error a real server gives for a duplicate key in this index."""
         shown = ", ".join(
@@ -113,8 +139,38 @@ class Index:
         )
 
 
+def _index_roots(
+    parts: list[list[str]], partial: Mapping[str, Any] | None
+) -> frozenset[str] | None:
+    """The top-level fields an index reads (keys and partial filter); None for any."""
+    roots = frozenset(path[0] for path in parts)
+    if partial is None:
+        return roots
+    read = filter_roots(partial)
+    return None if read is None else roots | read
+
+
+def changed_roots(old: Doc, new: Doc) -> set[str]:
+    """The top-level fields whose values an update replaced, added or removed.
+
+    Identity is enough: stored documents are never changed in place, so an update that left a
+    field alone passes on the same object, and one that did not made a new one."""
+    roots = {name for name, value in new.items() if old.get(name, MISSING) is not value}
+    roots.update(old.keys() - new.keys())
+    return roots
+
+
+_NULL_KEYS: Final = frozenset((NULL_KEY,))
+
+
 def _field_keys(doc: Doc, parts: list[str]) -> frozenset[Any]:
     """Every value an equality on the path could match in ``doc`` (arrays and elements)."""
+    if len(parts) == 1:  # a top-level field: the common case, made short
+        value = doc.get(parts[0], MISSING)
+        if value is MISSING:
+            return _NULL_KEYS
+        if type(value) is not list:
+            return frozenset((hkey(value),))
     keys = set()
     for leaf in query_leaves(doc, parts):
         if leaf is MISSING:
@@ -138,8 +194,13 @@ class Collection:
         self.docs: dict[int, Doc] = {}
         self._next_rid = 1
         self.indexes: dict[str, Index] = {}
-        self._maps: dict[tuple[str, ...], dict[_Key, set[int]]] = {}
+        # Hash maps by key prefix, built on first use (see the module docstring).
+        self._prefixes: list[tuple[_Prefix, frozenset[str]]] = []
+        self._usable_by_fields: dict[frozenset[str], list[_Prefix]] = {}
+        self._maps: dict[_Prefix, dict[_Key, set[int]]] = {}
         self._fields: dict[str, list[str]] = {}
+        self._map_roots: dict[_Prefix, frozenset[str]] = {}
+        self._unique_indexes: list[Index] = []
         self.create_index({"key": {"_id": 1}, "name": "_id_"})
 
     # -- indexes --------------------------------------------------------------------------
@@ -169,7 +230,7 @@ class Collection:
                         raise index.duplicate(values)
                     index.entries[key] = rid
         self.indexes[index.name] = index
-        self._rebuild_maps()
+        self._indexes_changed()
         return True
 
     def drop_index(self, name: str) -> None:
@@ -178,7 +239,7 @@ class Collection:
         if name not in self.indexes:
             raise CommandError(27, f"index not found with name [{name}]")
         del self.indexes[name]
-        self._rebuild_maps()
+        self._indexes_changed()
 
     def find_index_by_key(self, key: Mapping[str, Any]) -> str:
         for index in self.indexes.values():
@@ -186,27 +247,42 @@ class Collection:
                 return index.name
         raise CommandError(27, f"can't find index with key: {dict(key)}")
 
-    def _rebuild_maps(self) -> None:
+    def _indexes_changed(self) -> None:
+        """After the indexes changed: the prefixes a query may look up (longest first, the
+        most selective), dropping the built maps no index offers any more."""
         wanted = {
             tuple(index.fields[:size])
             for index in self.indexes.values()
             if index.hashable
             for size in range(1, len(index.fields) + 1)
         }
+        longest_first = sorted(wanted, key=lambda prefix: (-len(prefix), prefix))
+        self._prefixes = [(prefix, frozenset(prefix)) for prefix in longest_first]
+        self._usable_by_fields = {}
         for prefix in list(self._maps):
             if prefix not in wanted:
                 del self._maps[prefix]
-        self._fields = {field: field.split(".") for prefix in wanted for field in prefix}
-        for prefix in wanted - self._maps.keys():
-            mapping: dict[_Key, set[int]] = {}
-            for rid, doc in self.docs.items():
-                keys = {field: _field_keys(doc, field.split(".")) for field in prefix}
-                for key in itertools.product(*(keys[field] for field in prefix)):
-                    mapping.setdefault(key, set()).add(rid)
-            self._maps[prefix] = mapping
+        self._unique_indexes = [index for index in self.indexes.values() if index.unique]
+        self._map_layout()
 
-    def _doc_keys(self, doc: Doc) -> dict[str, frozenset[Any]]:
-        return {field: _field_keys(doc, parts) for field, parts in self._fields.items()}
+    def _map_layout(self) -> None:
+        """The fields the built maps read, and the top-level fields each map depends on."""
+        self._fields = {field: field.split(".") for prefix in self._maps for field in prefix}
+        self._map_roots = {
+            prefix: frozenset(field.split(".")[0] for field in prefix) for prefix in self._maps
+        }
+
+    def _build_map(self, prefix: _Prefix) -> dict[_Key, set[int]]:
+        mapping: dict[_Key, set[int]] = {}
+        self._maps[prefix] = mapping
+        self._map_layout()
+        for rid, doc in self.docs.items():
+            keys = {field: _field_keys(doc, self._fields[field]) for field in prefix}
+            self._map_add(rid, keys, [prefix])
+        return mapping
+
+    def _doc_keys(self, doc: Doc, fields: Iterable[str]) -> dict[str, frozenset[Any]]:
+        return {field: _field_keys(doc, self._fields[field]) for field in fields}
 
     def _map_add(self, rid: int, keys: dict[str, frozenset[Any]], only: Iterable[Any]) -> None:
         for prefix in only:
@@ -228,14 +304,30 @@ class Collection:
                     if not bucket:
                         del mapping[key]
 
+    def _remap(self, rid: int, old: Doc, new: Doc, roots: set[str]) -> None:
+        """Move ``rid`` in the built maps whose keys differ between ``old`` and ``new``;
+        only the maps that read a changed top-level field (``roots``) can differ."""
+        prefixes = [
+            prefix for prefix, read in self._map_roots.items() if not read.isdisjoint(roots)
+        ]
+        if not prefixes:
+            return
+        fields = {field for prefix in prefixes for field in prefix}
+        old_keys, new_keys = self._doc_keys(old, fields), self._doc_keys(new, fields)
+        changed = [prefix for prefix in prefixes if any(old_keys[f] != new_keys[f] for f in prefix)]
+        if changed:
+            self._map_remove(rid, old_keys, changed)
+            self._map_add(rid, new_keys, changed)
+
     # -- documents ------------------------------------------------------------------------
 
-    def _unique_plan(self, doc: Doc, rid: int | None) -> list[tuple[Index, list[_Key]]]:
-        """The unique keys ``doc`` needs, raising DuplicateKey if another document holds one."""
+    def _unique_plan(
+        self, doc: Doc, rid: int | None, indexes: Iterable[Index]
+    ) -> list[tuple[Index, list[_Key]]]:
+        """The keys ``doc`` needs in the unique ``indexes``, raising DuplicateKey if another
+        document holds one."""
         plan = []
-        for index in self.indexes.values():
-            if not index.unique:
-                continue
+        for index in indexes:
             keys = index.unique_keys(doc)
             for key, values in keys:
                 holder = index.entries.get(key)
@@ -244,85 +336,100 @@ class Collection:
             plan.append((index, [key for key, _ in keys]))
         return plan
 
+    def _unique_remove(self, rid: int, doc: Doc, indexes: Iterable[Index]) -> None:
+        for index in indexes:
+            for key, _ in index.unique_keys(doc):
+                if index.entries.get(key) == rid:
+                    del index.entries[key]
+
     def insert(self, doc: Doc) -> Doc:
         """Store ``doc`` (given an ObjectId ``_id`` first if it has none) and return it."""
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
-        plan = self._unique_plan(doc, None)
+        plan = self._unique_plan(doc, None, self._unique_indexes)
         rid = self._next_rid
         self._next_rid += 1
         for index, keys in plan:
             for key in keys:
                 index.entries[key] = rid
         self.docs[rid] = doc
-        self._map_add(rid, self._doc_keys(doc), self._maps)
+        self._map_add(rid, self._doc_keys(doc, self._fields), self._maps)
         return doc
 
     def replace(self, rid: int, new: Doc) -> None:
-        """Swap the stored document for ``new`` once the unique indexes accept it."""
+        """Swap the stored document for ``new`` once the unique indexes accept it. Only the
+        indexes that read a changed field are looked at: the others hold the same keys for
+        both documents, already pointing at ``rid``."""
         old = self.docs[rid]
-        plan = self._unique_plan(new, rid)
-        for index in self.indexes.values():
-            if index.unique:
-                for key, _ in index.unique_keys(old):
-                    if index.entries.get(key) == rid:
-                        del index.entries[key]
+        roots = changed_roots(old, new)
+        uniques = [index for index in self._unique_indexes if index.reads(roots)]
+        plan = self._unique_plan(new, rid, uniques)
+        self._unique_remove(rid, old, uniques)
         for index, keys in plan:
             for key in keys:
                 index.entries[key] = rid
-        old_keys, new_keys = self._doc_keys(old), self._doc_keys(new)
-        changed = [
-            prefix
-            for prefix in self._maps
-            if any(old_keys[field] != new_keys[field] for field in prefix)
-        ]
-        if changed:
-            self._map_remove(rid, old_keys, changed)
-            self._map_add(rid, new_keys, changed)
+        self._remap(rid, old, new, roots)
         self.docs[rid] = new
 
     def delete(self, rid: int) -> None:
         doc = self.docs.pop(rid)
-        for index in self.indexes.values():
-            if index.unique:
-                for key, _ in index.unique_keys(doc):
-                    if index.entries.get(key) == rid:
-                        del index.entries[key]
-        self._map_remove(rid, self._doc_keys(doc), self._maps)
+        self._unique_remove(rid, doc, self._unique_indexes)
+        self._map_remove(rid, self._doc_keys(doc, self._fields), self._maps)
 
     # -- queries --------------------------------------------------------------------------
 
     def candidate_ids(self, spec: Mapping[str, Any] | None) -> list[int]:
         """Record ids that may match ``spec``, in record order: from the most selective hash
-        map its equalities allow, else every document."""
-        equalities = equality_fields(spec)
+        map its equalities allow, else every document. Any map gives a superset of the
+        matches, so which one is read changes only the cost, never the result."""
         best: list[set[int]] | None = None
         best_size = 0
-        if equalities:
-            for prefix, mapping in self._maps.items():
-                if not all(field in equalities for field in prefix):
-                    continue
-                choices = [equalities[field] for field in prefix]
-                lookups = 1
-                for values in choices:
-                    lookups *= len(values)
-                if lookups > _MAX_LOOKUPS:
-                    continue
-                buckets = []
-                for combo in itertools.product(*choices):
-                    bucket = mapping.get(tuple(hkey(value) for value in combo))
-                    if bucket:
-                        buckets.append(bucket)
-                size = sum(len(bucket) for bucket in buckets)
-                if best is None or size < best_size:
-                    best, best_size = buckets, size
-                    if size <= 1:
-                        break
-        if best is None or best_size * _SELECTIVE_SHARE > max(len(self.docs), 64):
+        enough = max(len(self.docs), 64)
+        for prefix, keys in self._lookups(equality_fields(spec)):
+            mapping = self._maps.get(prefix)
+            if mapping is None:
+                if best is not None and best_size * _SELECTIVE_SHARE <= enough:
+                    continue  # a selective map is at hand: building another would not pay
+                mapping = self._build_map(prefix)
+            buckets = [bucket for key in keys if (bucket := mapping.get(key))]
+            size = sum(map(len, buckets))
+            if best is None or size < best_size:
+                best, best_size = buckets, size
+                if size <= 1:
+                    break
+        if best is None or best_size * _SELECTIVE_SHARE > enough:
             return list(self.docs)
         if len(best) == 1:
             return sorted(best[0])
         return sorted(set().union(*best))
+
+    def _lookups(
+        self, equalities: dict[str, list[Any]]
+    ) -> Iterator[tuple[_Prefix, Iterable[_Key]]]:
+        """The prefixes whose every field has equalities, longest first, each with the keys
+        to look up (left out when they would be more than ``_MAX_LOOKUPS``); made as they
+        are asked for, since the first map often settles it."""
+        if not equalities:
+            return
+        hashed: dict[str, list[Any]] = {}
+        for prefix in self._usable(frozenset(equalities)):
+            if math.prod([len(equalities[field]) for field in prefix]) > _MAX_LOOKUPS:
+                continue
+            for field in prefix:
+                if field not in hashed:
+                    hashed[field] = [hkey(value) for value in equalities[field]]
+            yield prefix, itertools.product(*[hashed[field] for field in prefix])
+
+    def _usable(self, fields: frozenset[str]) -> list[_Prefix]:
+        """The prefixes made only of ``fields``, longest first; remembered, since a program
+        sends queries of a few shapes only (forgotten when the indexes change)."""
+        usable = self._usable_by_fields.get(fields)
+        if usable is None:
+            if len(self._usable_by_fields) >= _MAX_SHAPES:
+                self._usable_by_fields.clear()
+            usable = [prefix for prefix, names in self._prefixes if names <= fields]
+            self._usable_by_fields[fields] = usable
+        return usable
 
     def scan(self, spec: Mapping[str, Any] | None, test: Predicate) -> Iterator[tuple[int, Doc]]:
         """Matching documents with their record ids; safe against writes between steps."""

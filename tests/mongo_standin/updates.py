@@ -50,9 +50,46 @@ def apply_update(doc: Doc, update: Any, variables: Variables, *, inserting: bool
     elif is_replacement(update):
         new = dict(update)
     else:
-        new = clone(doc)
+        new = _copy_touched(doc, update)
         _apply_operators(new, update, variables, inserting=inserting)
     return _keep_id(doc, new, inserting=inserting)
+
+
+def _copy_touched(doc: Doc, update: Doc) -> Doc:
+    """A copy of ``doc`` that the operators of ``update`` may change in place: the documents
+    and arrays along their paths, and the value at the end of each, are copied (shallowly);
+    everything else is the stored objects themselves, so the fields an update leaves alone
+    stay the same objects (see ``storage.changed_roots``)."""
+    copy = dict(doc)
+    for operator, fields in update.items():
+        if type(fields) is not dict:
+            continue  # refused by _apply_operators
+        for path, argument in fields.items():
+            _copy_path(copy, path.split("."))
+            if operator == "$rename" and isinstance(argument, str):
+                _copy_path(copy, argument.split("."))
+    return copy
+
+
+def _copy_path(doc: Doc, parts: list[str]) -> None:
+    """Replace each document or array on the path (as ``_locate`` walks it) by a copy."""
+    container: Any = doc
+    for part in parts:
+        if type(container) is dict:
+            key: Any = part
+        elif type(container) is list and part.isdigit() and int(part) < len(container):
+            key = int(part)
+        else:
+            return
+        child = container[key] if type(container) is list else container.get(key, MISSING)
+        if type(child) is dict:
+            child = dict(child)
+        elif type(child) is list:
+            child = list(child)
+        else:
+            return
+        container[key] = child
+        container = child
 
 
 def _keep_id(old: Doc, new: Doc, *, inserting: bool) -> Doc:
@@ -97,7 +134,10 @@ def new_id() -> ObjectId:
 
 
 def _apply_operators(doc: Doc, update: Doc, variables: Variables, *, inserting: bool) -> None:
+    """Check every operator and path first (nothing is applied when one is refused), then
+    apply them in order."""
     paths: list[list[str]] = []
+    steps: list[tuple[_Apply, list[str], Any]] = []
     for operator, fields in update.items():
         if operator not in _OPERATORS:
             raise CommandError(
@@ -109,22 +149,21 @@ def _apply_operators(doc: Doc, update: Doc, variables: Variables, *, inserting: 
             raise CommandError(
                 9, f"Modifiers operate on fields but we found type {type_name(fields)} instead."
             )
+        applied = operator != "$setOnInsert" or inserting
         for path, argument in fields.items():
             parts = path.split(".")
-            if any(part in ("$", "$[]") or part.startswith("$[") for part in parts):
+            if "$" in path and any(p in ("$", "$[]") or p.startswith("$[") for p in parts):
                 raise bad_value(f"the stand-in does not support positional updates ({path})")
             paths.append(parts)
             if operator == "$rename":
                 if not isinstance(argument, str):
                     raise bad_value("The 'to' field for $rename must be a string")
                 paths.append(argument.split("."))
+            if applied:
+                steps.append((_OPERATORS[operator], parts, argument))
     _check_conflicts(paths)
-    for operator, fields in update.items():
-        if operator == "$setOnInsert" and not inserting:
-            continue
-        apply = _OPERATORS[operator]
-        for path, argument in fields.items():
-            apply(doc, path.split("."), argument, variables)
+    for apply, parts, argument in steps:
+        apply(doc, parts, argument, variables)
 
 
 def _check_conflicts(paths: list[list[str]]) -> None:

@@ -35,7 +35,6 @@ MISSING: Final[Any] = _Missing()
 
 UTC: Final = dt.UTC
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = dt.timedelta(milliseconds=1)
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
 
@@ -55,15 +54,23 @@ def date_ms(value: dt.datetime) -> int:
     """Milliseconds since the epoch; a naive datetime is taken as UTC, as BSON does."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // _MS
+    # (value - EPOCH) // 1 ms, in integers: a timedelta's seconds and microseconds are never
+    # negative, so the floor is the same.
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def from_ms(ms: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(milliseconds=ms)
+    return EPOCH + dt.timedelta(0, 0, 0, ms)  # positional (milliseconds): kwargs cost more
+
+
+# Type tuples for the hot isinstance checks: an ``X | Y`` union is built anew on every call.
+_NUMBER_TYPES: Final = (int, float, Decimal128)
+_REGEX_TYPES: Final = (Regex, re.Pattern)
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float | Decimal128) and not isinstance(value, bool)
+    return isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool)
 
 
 def number(value: Any) -> int | float | Decimal:
@@ -96,7 +103,7 @@ def type_rank(value: Any) -> int:
         return RANK_BINARY
     if isinstance(value, Timestamp):
         return RANK_TIMESTAMP
-    if isinstance(value, Regex | re.Pattern):
+    if isinstance(value, _REGEX_TYPES):
         return RANK_REGEX
     if isinstance(value, MinKey):
         return RANK_MINKEY
@@ -198,7 +205,7 @@ def hkey(value: Any) -> Any:
         return ("\0bin", _subtype(value), bytes(value))
     if isinstance(value, Timestamp):
         return ("\0ts", value.time, value.inc)
-    if isinstance(value, Regex | re.Pattern):
+    if isinstance(value, _REGEX_TYPES):
         return ("\0re", *_regex_parts(value))
     if isinstance(value, MinKey | MaxKey):
         return ("\0" + type(value).__name__,)
@@ -230,6 +237,8 @@ def clone(value: Any) -> Any:
 
 def truthy(value: Any) -> bool:
     """Aggregation truthiness: false, null, missing and numeric zero are false."""
+    if value is True:
+        return True
     if value is None or value is MISSING or value is False:
         return False
     if is_number(value):
@@ -430,7 +439,7 @@ def as_regex(value: Any, options: str = "") -> re.Pattern[str]:
 
 
 def is_regex(value: Any) -> bool:
-    return isinstance(value, Regex | re.Pattern)
+    return isinstance(value, _REGEX_TYPES)
 
 
 def flatten(leaves: Iterable[Any]) -> list[Any]:

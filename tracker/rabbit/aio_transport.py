@@ -19,6 +19,7 @@ from aio_pika.abc import (
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
 from tracker.errors import PublishError
+from tracker.rabbit.acks import ChannelAcks
 from tracker.rabbit.failover import FailoverConnection, connect_failover
 from tracker.rabbit.nodes import OnFailover, parse_urls, redact_all
 from tracker.rabbit.topology import (
@@ -69,20 +70,32 @@ async def publish(
 
 
 class AioDelivery:
-    """One aio-pika delivery, as the core settles it."""
+    """One aio-pika delivery, as the core settles it; its ack goes out with the others of
+    its channel (``tracker.rabbit.acks``)."""
 
-    def __init__(self, queue: str, message: AbstractIncomingMessage) -> None:
+    __slots__ = ("acks", "envelope", "message")
+
+    def __init__(self, queue: str, message: AbstractIncomingMessage, acks: ChannelAcks) -> None:
         self.message = message
+        self.acks = acks
         self.envelope = to_envelope(queue, message)
 
     async def ack(self) -> None:
-        await self.message.ack()
+        self.acks.ack(self._tag)
 
     async def requeue(self) -> None:
         await self.message.nack(requeue=True)
+        self.acks.nacked(self._tag)
 
     async def dead_letter(self) -> None:
         await self.message.nack(requeue=False)
+        self.acks.nacked(self._tag)
+
+    @property
+    def _tag(self) -> int:
+        tag = self.message.delivery_tag
+        assert tag is not None, "a consumed delivery has a tag"
+        return tag
 
 
 class AioSubscription:
@@ -125,6 +138,7 @@ class AioPikaTransport:
         # Queues declared on the consuming channel: a robust channel restores exactly these,
         # and their consumers, after a reconnection.
         self._queues: dict[str, AbstractQueue] = {}
+        self._acks: ChannelAcks | None = None
 
     @property
     def is_open(self) -> bool:
@@ -163,6 +177,7 @@ class AioPikaTransport:
         connection, self.connection = self.connection, None
         self._confirmed = self._unconfirmed = self._consuming = None
         self._queues.clear()
+        self._acks = None
         if connection is not None:
             await connection.close()
 
@@ -202,9 +217,18 @@ class AioPikaTransport:
             raise PublishError(f"queue {queue!r} was not declared on this transport")
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await on_delivery(AioDelivery(queue, message))
+            await on_delivery(AioDelivery(queue, message, self._acks_of(message)))
 
         return AioSubscription(declared, await declared.consume(on_message))
+
+    def _acks_of(self, message: AbstractIncomingMessage) -> ChannelAcks:
+        """The acks of the channel ``message`` came on: a new one after a reconnection, as
+        delivery tags start again with a new channel."""
+        channel = message.channel
+        acks = self._acks
+        if acks is None or acks.channel is not channel:
+            acks = self._acks = ChannelAcks(channel)
+        return acks
 
     async def publish(self, message: OutgoingMessage, *, confirm: bool = True) -> None:
         channel = self._require(self._confirmed if confirm else self._unconfirmed)

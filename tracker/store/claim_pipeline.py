@@ -50,19 +50,50 @@ def claim_pipeline(
     """The pipeline that claims the execution for ``token`` (by ``worker``, with ``lease``
     seconds, ``timeout`` and ``default_max_retries`` recorded) when it is claimable, and
     leaves it as it is otherwise (so a refused claim still matches, and can be read back)."""
+    claimable, claimed_fields = _template(worker, lease, timeout, default_max_retries)
+    fields = {
+        name: {"$cond": ["$_claimable", value, f"${name}"]}
+        for name, value in claimed_fields.items()
+    }
+    fields["claimToken"] = {"$cond": ["$_claimable", token, "$claimToken"]}
+    return [
+        {"$set": {"_claimable": claimable}},
+        {"$set": fields},
+        # mongomock implements no $unset stage; an exclusion $project is the same on a server.
+        {"$project": {"_claimable": 0}},
+    ]
+
+
+def claim_write(
+    token: str,
+    worker: str,
+    lease: float,
+    timeout: float | None,
+    default_max_retries: int | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The same claim as a condition for the filter and a plain update: the write changes
+    only a claimable execution and leaves any other unmatched. Half the size of
+    ``claim_pipeline`` and no condition per field, for a batch of claims whose documents are
+    read back afterwards anyway."""
+    claimable, claimed_fields = _template(worker, lease, timeout, default_max_retries)
+    return {"$expr": claimable}, [{"$set": {**claimed_fields, "claimToken": token}}]
+
+
+def _template(
+    worker: str, lease: float, timeout: float | None, default_max_retries: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     now = connection.server_clock().now()
-    # On a server, ``now`` is "$$NOW": the pipeline is the same for every claim of a
+    # On a server, ``now`` is "$$NOW": the claim is the same for every delivery of a
     # consumer but for its token, so it is built once.
     template = _claim_template if isinstance(now, str) else _build_claim_template
-    check, claiming, project = template(worker, lease, timeout, default_max_retries, now)
-    fields = dict(claiming["$set"])
-    fields["claimToken"] = {"$cond": ["$_claimable", token, "$claimToken"]}
-    return [check, {"$set": fields}, project]
+    return template(worker, lease, timeout, default_max_retries, now)
 
 
 def _build_claim_template(
     worker: str, lease: float, timeout: float | None, default_max_retries: int | None, now: Any
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Whether the execution is claimable (an expression), and the fields a claim sets
+    (``claimToken`` is each claim's own)."""
     clock = connection.server_clock()
     claimable = {
         "$or": [
@@ -78,7 +109,7 @@ def _build_claim_template(
     entry = history_entry(P, now, "claimed", worker)
     claimed_fields: dict[str, Any] = {
         "status": P.value,
-        "claimToken": None,  # each claim's own
+        "claimToken": None,
         "claimedBy": worker,
         "processingStartedAt": now,
         "leaseExpiresAt": clock.later(now, lease),
@@ -92,17 +123,7 @@ def _build_claim_template(
         claimed_fields["timeoutAt"] = clock.later(now, timeout)
     if default_max_retries is not None:
         claimed_fields["maxRetries"] = {"$ifNull": ["$maxRetries", default_max_retries]}
-    return (
-        {"$set": {"_claimable": claimable}},
-        {
-            "$set": {
-                name: {"$cond": ["$_claimable", value, f"${name}"]}
-                for name, value in claimed_fields.items()
-            }
-        },
-        # mongomock implements no $unset stage; an exclusion $project is the same on a server.
-        {"$project": {"_claimable": 0}},
-    )
+    return claimable, claimed_fields
 
 
 _claim_template = functools.lru_cache(maxsize=64)(_build_claim_template)

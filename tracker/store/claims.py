@@ -20,7 +20,7 @@ from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
 from tracker.store.bulk import update_each
-from tracker.store.claim_pipeline import claim_pipeline
+from tracker.store.claim_pipeline import claim_pipeline, claim_write
 from tracker.store.errors import is_store_error, is_transient
 from tracker.validation import check_id, check_optional_id
 
@@ -168,15 +168,18 @@ async def _claim_one(request: ClaimRequest) -> Claim:
 
 async def _claim_batch(batch: Sequence[ClaimRequest]) -> list[Claim | Exception]:
     """Several claims in two round trips: one unordered bulk write of one update per
-    execution (each filtered by its task, so each goes to one shard), then one read of the
-    documents, in which each claim's own token says whether it won."""
+    execution (each filtered by its task, so each goes to one shard, and by being claimable),
+    then one read of the documents, in which each claim's own token says whether it won."""
     tokens = [str(uuid.uuid4()) for _ in batch]
     queries = [await routed(request) for request in batch]
     operations = []
     written: list[int] = []
     for index, (request, query, token) in enumerate(zip(batch, queries, tokens, strict=True)):
         if query is not None:
-            operations.append(UpdateOne(query, _claim_pipeline(request, token)))
+            condition, update = claim_write(
+                token, request.worker, request.lease, request.timeout, request.default_max_retries
+            )
+            operations.append(UpdateOne({**query, **condition}, update))
             written.append(index)
     outcome = await update_each(operations)
     failed = {written[position]: error for position, error in outcome.errors.items()}
