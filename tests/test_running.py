@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from datetime import timedelta
 from typing import Any
 
@@ -200,3 +201,108 @@ async def test_worker_stop_returns_though_a_handler_ignores_cancellation(
     assert execution.lease_expires_at is not None
     assert execution.lease_expires_at > utcnow() + timedelta(seconds=20)
     release.set()
+
+
+# -- the first step runs at once ------------------------------------------------------------
+
+
+async def test_a_handler_that_waits_for_nothing_needs_no_task_of_its_own() -> None:
+    # Given: a handler that returns without awaiting anything
+    seen: list[asyncio.Task[Any] | None] = []
+
+    async def at_once(task: TaskContext) -> str:
+        seen.append(asyncio.current_task())
+        return "done"
+
+    # When
+    result = await run(at_once)
+    # Then: it ran in the caller's task, and ended there
+    assert result == Returned("done")
+    assert seen == [asyncio.current_task()]
+
+
+async def test_a_handler_that_waits_goes_on_in_a_task_of_its_own() -> None:
+    # Given: a handler whose first step ends at an await
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def later(task: TaskContext) -> int:
+        tasks.append(asyncio.current_task())
+        await asyncio.sleep(0)  # a bare yield
+        await asyncio.sleep(0.01)  # a timer's future
+        tasks.append(asyncio.current_task())
+        return 3
+
+    # When
+    result = await run(later)
+    # Then: the steps after the first ran in another task, and the value came back
+    assert result == Returned(3)
+    assert tasks[0] is asyncio.current_task()
+    assert tasks[1] is not asyncio.current_task()
+
+
+CHOSEN: contextvars.ContextVar[str] = contextvars.ContextVar("chosen", default="unset")
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_what_a_handler_sets_in_its_context_stays_in_it(waits: bool) -> None:
+    # Given: a handler that sets a context variable in its first step
+    read_back: list[str] = []
+
+    async def setter(task: TaskContext) -> None:
+        CHOSEN.set("handler's")
+        if waits:
+            await asyncio.sleep(0.01)
+        read_back.append(CHOSEN.get())
+
+    # When
+    await run(setter)
+    # Then: the handler saw its own value throughout; the worker's context never did
+    assert read_back == ["handler's"]
+    assert CHOSEN.get() == "unset"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (KeyError("k"), KeyError),
+        (asyncio.CancelledError(), HandlerEscape),
+        (GeneratorExit(), HandlerEscape),
+    ],
+)
+async def test_a_handler_raising_in_its_first_step_is_one_failure(
+    raised: BaseException, expected: type[BaseException]
+) -> None:
+    async def raising(task: TaskContext) -> None:
+        raise raised
+
+    result = await run(raising)
+    assert isinstance(result, Raised)
+    assert isinstance(result.error, expected)
+
+
+async def test_an_interrupt_in_the_first_step_stops_the_worker() -> None:
+    async def interrupting(task: TaskContext) -> None:
+        raise SystemExit(3)
+
+    result = await run(interrupting)
+    assert isinstance(result, Interrupted)
+    assert result.interrupt.exit_code == 3
+
+
+async def test_a_handler_started_at_once_still_times_out_and_is_cancelled() -> None:
+    # Given: a handler whose first step returns at once, and then waits too long
+    cancelled: list[bool] = []
+
+    async def slow(task: TaskContext) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    # When
+    result = await run(slow, limit=0.05)
+    # Then: the timeout reached it through the task that went on with it
+    assert isinstance(result, Raised)
+    assert isinstance(result.error, TaskTimeout)
+    assert cancelled == [True]

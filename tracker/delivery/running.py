@@ -1,6 +1,6 @@
-"""Running a handler: as a task of its own, under its timeout, with every way it can end
-mapped to exactly one result, so that the processor records one outcome whatever the handler
-does.
+"""Running a handler: started at once, and, when it waits for anything, as a task of its own
+under its timeout, with every way it can end mapped to exactly one result, so that the
+processor records one outcome whatever the handler does.
 
 | the handler...                                   | result                                   |
 |--------------------------------------------------|------------------------------------------|
@@ -19,7 +19,9 @@ worker does not wait for it, and says so in the log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextvars
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import Context
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +81,11 @@ class HandlerRun:
         """Run the handler for at most ``limit`` seconds. A cancellation of the caller (the
         worker stopping) cancels the handler, waits ``CANCEL_GRACE`` at most, and
         propagates; ``abandoned`` then says whether the handler was left running."""
-        self.future = handler_task = asyncio.ensure_future(_guarded(self.handler, self.task))
+        started = _start(_guarded(self.handler, self.task))
+        if not isinstance(started, _Suspended):
+            return started
+        loop = asyncio.get_running_loop()
+        self.future = handler_task = loop.create_task(started.resume(), context=started.context)
         try:
             done, _ = await asyncio.wait({handler_task}, timeout=limit)
         except asyncio.CancelledError:
@@ -108,6 +114,53 @@ class HandlerRun:
                 "handler ignores cancellation: left running, its claim to expire",
                 grace_seconds=CANCEL_GRACE,
             )
+
+
+class _Suspended:
+    """A handler coroutine whose first step ran and waits for ``yielded`` (a future, or
+    nothing for a bare yield); ``resume()`` goes on with it in a task, as if the task had run
+    the first step itself."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], yielded: Any, context: Context):
+        self.coroutine = coroutine
+        self.yielded = yielded
+        self.context = context
+
+    async def resume(self) -> Any:
+        return await self
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, step = self.coroutine, self.yielded
+        while True:
+            try:
+                sent = yield step
+            except BaseException as thrown:  # a cancellation, thrown in by the task
+                try:
+                    step = coroutine.throw(thrown)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    step = coroutine.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+def _start(coroutine: Coroutine[Any, Any, Any]) -> Ran | _Suspended:
+    """Run the handler's first step here, in a context of its own: a handler that does not
+    wait for anything (most of them, at a fast queue) ends in it and needs no task, no
+    timer and no wakeup (what Python 3.12 calls an eager task). One that waits goes on in a
+    task of its own (``_Suspended``), under the timeout."""
+    context = contextvars.copy_context()
+    try:
+        yielded = context.run(coroutine.send, None)
+    except StopIteration as done:
+        return Returned(done.value)
+    except HandlerInterrupt as interrupt:
+        return Interrupted(interrupt)
+    except Exception as error:
+        return Raised(error)
+    return _Suspended(coroutine, yielded, context)
 
 
 async def _guarded(handler: Handler, task: TaskContext) -> Any:
