@@ -30,7 +30,8 @@ class Worker(Service):
     ``/healthz``, the API and the console (``TRACKER_API_TOKENS``); ``stats_interval`` and
     ``sweep_interval`` (None: off) run the queue-statistics collector and the sweeper in
     this process; ``quorum_group_size``: the replicas of each queue it creates (None: the
-    broker's default).
+    broker's default); ``freeze_startup_objects``: once started, hide what the process made
+    so far from the cyclic garbage collector, once per process (``tracker.service.memory``).
 
     Starting, it declares the queues of every consumer; the delay and deadline queues of an
     earlier version are rebuilt with their messages (``tracker.rabbit.upgrade``).
@@ -58,6 +59,7 @@ class Worker(Service):
         stuck_grace: float = 30.0,
         republish_after: float = 600.0,
         quorum_group_size: int | None = None,
+        freeze_startup_objects: bool = True,
     ) -> None:
         options = ServiceOptions(
             concurrency=concurrency,
@@ -71,6 +73,7 @@ class Worker(Service):
             stuck_grace=stuck_grace,
             republish_after=republish_after,
             worker_id=worker_id,
+            freeze_startup_objects=freeze_startup_objects,
             **_http_options(metrics_port, metrics_host),
         )
         transport = AioPikaTransport(

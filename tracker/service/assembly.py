@@ -30,6 +30,7 @@ from tracker.middleware import Middleware
 from tracker.observability import MetricsMiddleware, QueueStatsCollector, TrackerMetrics
 from tracker.operations.replays import ReplayRunner
 from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
+from tracker.service.memory import freeze_startup_objects
 from tracker.service.sweeper import Sweeper
 from tracker.store import connection
 from tracker.transport import Delivery, OnDelivery, Subscription, Transport
@@ -55,7 +56,8 @@ class ServiceOptions:
     ``stats_interval``/``sweep_interval``: seconds between background runs (None: off);
     ``http_port`` (None: no endpoint, 0: any free port) and ``http_host``; the endpoint
     serves the API and the console with ``api_tokens`` and ``redact_fields`` (see
-    ``tracker.api_tokens``)."""
+    ``tracker.api_tokens``); ``freeze_startup_objects``: once started, hide what start-up
+    made from the cyclic garbage collector (``tracker.service.memory``)."""
 
     concurrency: int = 10
     shutdown_timeout: float = 30.0
@@ -74,6 +76,7 @@ class ServiceOptions:
     worker_id: str | None = None
     api_tokens: tuple[ApiToken, ...] = ()
     redact_fields: frozenset[str] = frozenset()
+    freeze_startup_objects: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -191,6 +194,8 @@ class Service:
         except BaseException:
             await self._close()
             raise
+        if self.options.freeze_startup_objects:
+            freeze_startup_objects()
         log.info(
             "worker started",
             worker_id=self.worker_id,
