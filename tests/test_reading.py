@@ -20,7 +20,7 @@ from tracker.constants import (
 from tracker.delivery.envelope import Envelope, InvalidMessage, TaskMessage
 from tracker.delivery.reading import MAX_COUNT, read
 from tracker.delivery.rejection import kept_headers, rejection_id
-from tracker.validation import id_problem, storage_problem
+from tracker.validation import MAX_NESTING, id_problem, storage_problem
 
 HEADER_NAMES = [
     HEADER_TASK_ID,
@@ -135,6 +135,23 @@ def test_hostile_deliveries_are_validation_failures(
     # Then
     assert isinstance(message, InvalidMessage)
     assert reason in message.reason
+
+
+@pytest.mark.parametrize("depth", [1, 89, 90, 91, 92])
+@pytest.mark.parametrize("shape", ["list", "object"])
+def test_nesting_is_refused_from_one_level_over_the_limit_however_short_the_text(
+    depth: int, shape: str
+) -> None:
+    # Given: the shortest texts of each depth around the limit (a short text skips the walk)
+    body = nested(depth) if shape == "list" else b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+    # When
+    message = read(Envelope("q", body, GOOD, message_id=None, correlation_id=None))
+    # Then
+    if depth > MAX_NESTING:
+        assert isinstance(message, InvalidMessage)
+        assert "nested more than" in message.reason
+    else:
+        assert isinstance(message, TaskMessage)
 
 
 def test_a_message_without_an_execution_id_gets_one_derived_from_the_delivery() -> None:

@@ -127,14 +127,17 @@ def check_metadata(metadata: object) -> dict[str, Any]:
     return dict(metadata)
 
 
-def storage_problem(value: object, what: str, limit: int) -> str | None:
+def storage_problem(
+    value: object, what: str, limit: int, *, check_nesting: bool = True
+) -> str | None:
     """Why MongoDB cannot store ``value`` as a field (an integer beyond 64 bits, text that
     is not valid Unicode, nesting deeper than the server allows, over ``limit`` bytes), or
-    None."""
+    None. ``check_nesting=False`` when the value cannot nest that deep (``may_nest_too_deep``
+    says when a JSON text cannot)."""
     import bson
     import bson.errors
 
-    if _deeper_than(value, MAX_NESTING):
+    if check_nesting and _deeper_than(value, MAX_NESTING):
         return f"{what} is nested more than {MAX_NESTING} levels deep"
     try:
         size = len(bson.encode({"v": value}))
@@ -159,6 +162,12 @@ def printable(text: str, limit: int = 2048) -> str:
     and control characters too (an escape sequence would rewrite the operator's screen)."""
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", storable_text(text, limit))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def may_nest_too_deep(json_text: str) -> bool:
+    """Whether the value of ``json_text`` may nest deeper than MongoDB allows: each level is
+    a pair of brackets, so a text shorter than two per allowed level cannot."""
+    return len(json_text) > 2 * MAX_NESTING
 
 
 def _deeper_than(value: object, depth: int) -> bool:

@@ -25,7 +25,13 @@ from tracker.constants import (
     SUPPORTED_MESSAGE_VERSIONS,
 )
 from tracker.delivery.envelope import Envelope, InvalidMessage, TaskMessage
-from tracker.validation import MAX_COUNT, id_problem, printable, storage_problem
+from tracker.validation import (
+    MAX_COUNT,
+    id_problem,
+    may_nest_too_deep,
+    printable,
+    storage_problem,
+)
 
 # The payload encoded as BSON, well inside MongoDB's 16 MiB per document (JSON within
 # the size bound can take more room as BSON).
@@ -154,7 +160,7 @@ def _payload(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise _Invalid(f"body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
-        payload = json.loads(text, parse_constant=_not_a_number)
+        payload = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise _Invalid(
             f"body is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
@@ -163,7 +169,9 @@ def _payload(body: bytes) -> Any:
         raise _Invalid("body is not valid JSON: it is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise _Invalid(f"body is not valid JSON: {printable(str(exc), 200)}") from None
-    problem = storage_problem(payload, "payload", MAX_STORED_PAYLOAD_BYTES)
+    problem = storage_problem(
+        payload, "payload", MAX_STORED_PAYLOAD_BYTES, check_nesting=may_nest_too_deep(text)
+    )
     if problem is not None:
         raise _Invalid(problem)
     return payload
@@ -173,6 +181,10 @@ def _not_a_number(name: str) -> Any:
     # Python's json reads NaN and Infinity; JSON has no such numbers, and other readers of
     # the payload (a Node service, MongoDB tools) would fail on them.
     raise ValueError(f"{name} is not a JSON number")
+
+
+# One decoder for every delivery (``json.loads`` with an argument makes one per call).
+_JSON = json.JSONDecoder(parse_constant=_not_a_number)
 
 
 def _text(value: Any) -> str | None:
