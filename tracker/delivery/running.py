@@ -169,7 +169,7 @@ async def _guarded(handler: Handler, task: TaskContext) -> Any:
     non-``Exception`` errors have no outcome of their own.
 
     Every log line the handler writes, through any structlog logger, carries the task's
-    identity: bound in the handler's own task, whose context ends with it."""
+    identity: bound in the handler's own context (``_start``), which ends with it."""
     structlog.contextvars.bind_contextvars(
         queue=task.queue,
         task_id=task.task_id,
