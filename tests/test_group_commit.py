@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -246,6 +248,69 @@ async def test_a_batch_of_claims_tells_each_delivery_what_it_found() -> None:
     assert not isinstance(absent, Exception)
     assert absent.execution is None
     assert not absent.foreign
+
+
+# Each state an execution can be found in by a claim: the fields it is given, and whether a
+# claim takes it (queued, or processing under a lease or timeout that has run out).
+CLAIM_STATES: dict[str, tuple[dict[str, Any], bool]] = {
+    "queued": ({}, True),
+    "live-lease": ({"status": "processing", "leaseExpiresAt": 60, "claimToken": "x"}, False),
+    "expired-lease": ({"status": "processing", "leaseExpiresAt": -60, "claimToken": "x"}, True),
+    "no-lease-timed-out": (
+        {"status": "processing", "processingStartedAt": -86400, "timeoutSeconds": 60},
+        True,
+    ),
+    "no-lease-in-time": (
+        {"status": "processing", "processingStartedAt": 0, "timeoutSeconds": 3600},
+        False,
+    ),
+    "completed": ({"status": "completed"}, False),
+    "failed": ({"status": "failed"}, False),
+    "dlq": ({"status": "dlq"}, False),
+}
+
+
+async def _in_state(state: str) -> TaskTracker:
+    """A stored execution put in ``state`` (times in the fields are seconds from now)."""
+    created = await create_execution(f"reports:{state}:{uuid.uuid4().hex[:8]}", "reports", {})
+    fields, _ = CLAIM_STATES[state]
+    now = utcnow()
+    stored = {
+        name: now + timedelta(seconds=value)
+        if name in ("leaseExpiresAt", "processingStartedAt")
+        else value
+        for name, value in fields.items()
+    }
+    unset = {"activeKey": ""} if stored.get("status") in ("completed", "failed", "dlq") else {}
+    update: dict[str, Any] = {"$set": stored} if stored else {}
+    if unset:
+        update["$unset"] = unset
+    if update:
+        await connection.collection().update_one(
+            {"executionId": created.execution.execution_id}, update
+        )
+    return created.execution
+
+
+@pytest.mark.usefixtures("store")
+@pytest.mark.parametrize("order", [1, -1])
+async def test_a_batch_of_claims_takes_what_a_claim_alone_takes(order: int) -> None:
+    # Given: one execution in each state for a batch, and one more in each for single claims
+    states = list(CLAIM_STATES)[::order]
+    batched = [await _in_state(state) for state in states]
+    alone = [await _in_state(state) for state in states]
+    # When: the batch is one filtered update per execution, a claim alone the pipeline
+    in_batch = await claim_many([_request(execution) for execution in batched])
+    one_by_one = [(await claim_many([_request(execution)]))[0] for execution in alone]
+    # Then: both take exactly the claimable ones, and leave the others as they were
+    expected = [CLAIM_STATES[state][1] for state in states]
+    for results, executions in ((in_batch, batched), (one_by_one, alone)):
+        assert [not isinstance(r, Exception) and r.won for r in results] == expected
+        after = [await TaskTracker.find_execution(e.execution_id) for e in executions]
+        assert [doc is not None and doc.status for doc in after] == [
+            TaskStatus.PROCESSING if won else TaskStatus(CLAIM_STATES[state][0]["status"])
+            for state, won in zip(states, expected, strict=True)
+        ]
 
 
 @pytest.mark.usefixtures("store")
