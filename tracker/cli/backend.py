@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 OnProgress = Callable[["Replay"], None]
 
+# The states a replay job rests in when nobody needs to act: a command following it stops.
+RESTING = ("completed", "cancelled", "paused", "stopped")
+
 
 @dataclass(frozen=True)
 class Filters:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tracker.cli.backend import AuditFilters, Filters, OnProgress
+from tracker.cli.backend import RESTING, AuditFilters, Filters, OnProgress
 from tracker.errors import NotFoundError
 from tracker.models import TaskTracker
 from tracker.operations import audit, dead_letters, groups, ids, replays, search, stuck
@@ -31,9 +31,6 @@ from tracker.web.api.schemas import (
     execution_detail,
 )
 from tracker.web.api.triage_schemas import ArchivedOut, FailedOut, ImportCounts, Imported, Purged
-
-# Where a job rests when nobody needs to act.
-RESTING = ("completed", "cancelled", "paused", "stopped")
 
 
 def _same(value: Any) -> Any:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import click
 
 from tracker.cli.app import ServiceTarget
-from tracker.cli.backend import AuditFilters, Backend, Filters, OnProgress
+from tracker.cli.backend import RESTING, AuditFilters, Backend, Filters, OnProgress
 from tracker.cli.remote_http import Http, ServiceError
 from tracker.operations.actors import Actor
 from tracker.operations.ids import IdMatch, IdMatches, Kind
@@ -41,7 +41,6 @@ from tracker.web.api.triage_schemas import (
 )
 
 T = TypeVar("T")
-RESTING: Final = ("completed", "cancelled", "paused", "stopped")
 POLL: Final = 0.5
 # A job no runner took by then is waiting for a service that runs none.
 UNTAKEN_AFTER: Final = 60.0

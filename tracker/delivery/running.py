@@ -131,19 +131,16 @@ class _Suspended:
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coroutine, step = self.coroutine, self.yielded
-        while True:
-            try:
-                sent = yield step
-            except BaseException as thrown:  # a cancellation, thrown in by the task
+        try:
+            while True:
                 try:
+                    sent = yield step
+                except BaseException as thrown:  # a cancellation, thrown in by the task
                     step = coroutine.throw(thrown)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
+                else:
                     step = coroutine.send(sent)
-                except StopIteration as done:
-                    return done.value
+        except StopIteration as done:
+            return done.value
 
 
 def _start(coroutine: Coroutine[Any, Any, Any]) -> Ran | _Suspended:
