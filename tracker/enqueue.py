@@ -20,7 +20,7 @@ from tracker.delivery.envelope import (
 )
 from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
-from tracker.middleware import Middleware, run_hooks, wants
+from tracker.middleware import Hooks, Middleware
 from tracker.store import connection
 from tracker.store.creation import (
     Created,
@@ -67,6 +67,7 @@ class Enqueuer:
     ) -> None:
         self.transport = transport
         self.middleware = middleware
+        self.hooks = Hooks(middleware)
         self.max_payload_bytes = max_payload_bytes
         self._declared: set[str] = set()
         # The executions of concurrent enqueues are created together.
@@ -138,10 +139,8 @@ class Enqueuer:
                 max_retries=max_retries,
                 dedupe_window=dedupe_window,
             )
-        if wants(self.middleware, "on_enqueued"):
-            await run_hooks(
-                self.middleware, "on_enqueued", queue, created.execution, created.deduplicated
-            )
+        if self.hooks.wants("on_enqueued"):
+            await self.hooks.run("on_enqueued", queue, created.execution, created.deduplicated)
         stored = created.document
         result = EnqueueResult(
             task_id=stored["taskId"],

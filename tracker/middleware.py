@@ -4,6 +4,8 @@ event loop; an exception in a hook propagates like one in the tracker itself."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,26 +64,39 @@ class Middleware:
         return f"{type(self).__name__}()"
 
 
-async def run_hooks(middleware: tuple[Middleware, ...], hook: str, *args: Any) -> None:
-    for item in middleware:
-        if _overrides(type(item), hook):
-            await getattr(item, hook)(*args)
+class Hooks:
+    """The hooks of ``middleware`` that do something, looked up once: ``await
+    hooks.run("after_claim", task)`` calls, in order, each middleware's ``after_claim`` that
+    overrides the base class's no-op. A hook left as the no-op is not called at all (most
+    middleware overrides two or three of a dozen hooks, and each call is a coroutine made
+    and awaited for every delivery)."""
+
+    __slots__ = ("_bound", "middleware")
+
+    def __init__(self, middleware: tuple[Middleware, ...] = ()) -> None:
+        self.middleware = middleware
+        self._bound: dict[str, tuple[Callable[..., Awaitable[None]], ...]] = {
+            hook: tuple(getattr(item, hook) for item in middleware if _overrides(item, hook))
+            for hook in HOOKS
+        }
+
+    async def run(self, hook: str, *args: Any) -> None:
+        for call in self._bound[hook]:
+            await call(*args)
+
+    def wants(self, hook: str) -> bool:
+        """Whether any middleware does something at ``hook`` (so that its arguments are
+        worth making)."""
+        return bool(self._bound[hook])
 
 
-def wants(middleware: tuple[Middleware, ...], hook: str) -> bool:
-    """Whether any of ``middleware`` does something at ``hook`` (so that its arguments are
-    worth making)."""
-    return any(_overrides(type(item), hook) for item in middleware)
+# Every hook of ``Middleware``: its public coroutine methods.
+HOOKS = tuple(
+    name
+    for name, value in vars(Middleware).items()
+    if not name.startswith("_") and inspect.iscoroutinefunction(value)
+)
 
 
-_OVERRIDES: dict[tuple[type, str], bool] = {}
-
-
-def _overrides(cls: type, hook: str) -> bool:
-    """Whether ``cls`` does something at ``hook``: a hook left as the base class's no-op is
-    not called at all (most middleware overrides two or three of a dozen hooks, and each
-    call is a coroutine made and awaited for every delivery)."""
-    known = _OVERRIDES.get((cls, hook))
-    if known is None:
-        known = _OVERRIDES[(cls, hook)] = getattr(cls, hook) is not getattr(Middleware, hook, None)
-    return known
+def _overrides(item: Middleware, hook: str) -> bool:
+    return getattr(type(item), hook) is not getattr(Middleware, hook)

@@ -23,7 +23,7 @@ from tracker.delivery.outcomes import Outcomes
 from tracker.delivery.rejection import Rejections
 from tracker.delivery.running import HandlerRun
 from tracker.lifecycle import ErrorCategory, TaskStatus
-from tracker.middleware import Middleware, run_hooks
+from tracker.middleware import Hooks, Middleware
 from tracker.models import TaskTracker
 from tracker.store.claims import Claim, ClaimRequest, claim_many
 from tracker.store.creation import create_execution
@@ -80,6 +80,7 @@ class Claiming:
         self.consumer = consumer
         self.options = options
         self.middleware = middleware
+        self.hooks = Hooks(middleware)
         self.outcomes = outcomes
         self.rejections = rejections
         self.claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(claim_many, options.max_batch)
@@ -224,7 +225,7 @@ class Claiming:
             execution_id=execution.execution_id,
             status=execution.status.value,
         )
-        await run_hooks(self.middleware, "on_duplicate", envelope, execution)
+        await self.hooks.run("on_duplicate", envelope, execution)
         return Decision("duplicate", publish=publish, execution_id=execution.execution_id)
 
 

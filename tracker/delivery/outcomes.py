@@ -38,7 +38,7 @@ from tracker.errors import (
     UnstorableResult,
 )
 from tracker.lifecycle import ErrorCategory, TaskStatus
-from tracker.middleware import Middleware, run_hooks
+from tracker.middleware import Hooks, Middleware
 from tracker.models import TaskTracker
 from tracker.operations import groups
 from tracker.store import transitions
@@ -69,6 +69,7 @@ class Outcomes:
         self.retries = Retries(rules)
         self.worker_id = worker_id
         self.middleware = middleware
+        self.hooks = Hooks(middleware)
         self.store_retry_budget = store_retry_budget
         # Completions of concurrent deliveries share a round trip; failures, rare and each
         # followed by its retry's own writes, go one by one.
@@ -154,7 +155,7 @@ class Outcomes:
             retry_in_seconds=delay,
             next_execution_id=next_id,
         )
-        await run_hooks(self.middleware, "on_failure", task, category, True, error)
+        await self.hooks.run("on_failure", task, category, True, error)
         publish = () if retry_doc is None else (self.retries.message_for(retry_doc, delay),)
         return Decision("retried", publish=publish, execution_id=task.execution_id)
 
@@ -186,7 +187,7 @@ class Outcomes:
             return Decision("stale", execution_id=task.execution_id)
         await groups.noted(*cause, task.execution_id)
         task.log.warning("task dead-lettered", category=category.value, error=message)
-        await run_hooks(self.middleware, "on_failure", task, category, False, error)
+        await self.hooks.run("on_failure", task, category, False, error)
         return Decision("dead_lettered", execution_id=task.execution_id)
 
     async def unstorable(self, task: TaskContext, token: str, error: BaseException) -> Decision:

@@ -34,7 +34,7 @@ from tracker.delivery.running import (
 )
 from tracker.errors import HandlerInterrupt, StaleClaimError
 from tracker.lifecycle import ErrorCategory
-from tracker.middleware import Middleware, run_hooks
+from tracker.middleware import Hooks, Middleware
 from tracker.store.errors import describe, is_store_error, is_transient
 from tracker.store.leases import release_claim
 
@@ -53,6 +53,7 @@ class Processor:
         self.consumer = consumer
         self.options = options
         self.middleware = middleware
+        self.hooks = Hooks(middleware)
         self.outcomes = Outcomes(
             consumer, options.worker_id, middleware, options.store_retry_budget, options.max_batch
         )
@@ -76,7 +77,7 @@ class Processor:
     async def begin(self, envelope: Envelope) -> Claimed | Decision:
         """Read the delivery and claim its execution; a ``Decision`` when there is nothing to
         run (duplicate, rejected, MongoDB down)."""
-        await run_hooks(self.middleware, "before_process", envelope)
+        await self.hooks.run("before_process", envelope)
         message = read(envelope, self.consumer.max_payload_bytes)
         try:
             return await self.claiming.claim(envelope, message)
@@ -92,7 +93,7 @@ class Processor:
         fails the execution at the timeout, the worker stops the handler a little later in
         case it cannot."""
         task = claimed.task
-        await run_hooks(self.middleware, "after_claim", task)
+        await self.hooks.run("after_claim", task)
         claimed.handler_run = HandlerRun(self.consumer.handler, task, lambda: claimed.claim_lost)
         limit = self.consumer.timeout + self.options.timeout_grace
         return await claimed.handler_run.run(limit, self.consumer.timeout_text())
@@ -108,7 +109,7 @@ class Processor:
             if isinstance(ran, Interrupted)
             else None
         )
-        await run_hooks(self.middleware, "after_handler", task, ended_by)
+        await self.hooks.run("after_handler", task, ended_by)
         if isinstance(ran, Interrupted):
             return await self._interrupted(claimed, ran.interrupt)
         try:
@@ -131,7 +132,7 @@ class Processor:
             if is_transient(error):
                 return await self._store_unavailable(claimed.envelope, error)
             decision = await self._unstorable(claimed, error)
-        await run_hooks(self.middleware, "after_outcome", task, decision)
+        await self.hooks.run("after_outcome", task, decision)
         return decision
 
     async def abandon(self, claimed: Claimed) -> None:
@@ -139,7 +140,7 @@ class Processor:
         requeued delivery is taken over at once rather than after the lease, unless the
         handler ignored the cancellation and still runs (then the lease runs out)."""
         await claimed.heartbeat.stop()
-        await run_hooks(self.middleware, "on_abandoned", claimed.task)
+        await self.hooks.run("on_abandoned", claimed.task)
         still_running = claimed.handler_run is not None and claimed.handler_run.abandoned
         if self.release_on_cancel and not still_running:
             with contextlib.suppress(PyMongoError, asyncio.CancelledError):
@@ -171,7 +172,7 @@ class Processor:
             requeue_in_seconds=self.options.requeue_delay,
         )
         assert isinstance(error, Exception)
-        await run_hooks(self.middleware, "on_store_unavailable", envelope, error)
+        await self.hooks.run("on_store_unavailable", envelope, error)
         return Decision("store_unavailable", requeue=True, requeue_delay=self.options.requeue_delay)
 
     async def _refused(

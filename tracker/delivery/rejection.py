@@ -21,7 +21,7 @@ from tracker.clock import utcnow
 from tracker.delivery.decision import Decision
 from tracker.delivery.envelope import Envelope, InvalidMessage
 from tracker.lifecycle import ErrorCategory, TaskStatus
-from tracker.middleware import Middleware, run_hooks
+from tracker.middleware import Hooks, Middleware
 from tracker.models import TaskTracker
 from tracker.operations import groups
 from tracker.store import transitions
@@ -42,6 +42,7 @@ class Rejections:
     def __init__(self, queue: str, middleware: tuple[Middleware, ...] = ()) -> None:
         self.queue = queue
         self.middleware = middleware
+        self.hooks = Hooks(middleware)
 
     async def reject(
         self,
@@ -115,7 +116,7 @@ class Rejections:
             claimed_execution_id=message.execution_id,
             reason=printable(message.reason),
         )
-        await run_hooks(self.middleware, "on_rejected", envelope, message.reason)
+        await self.hooks.run("on_rejected", envelope, message.reason)
         return Decision("rejected", execution_id=execution_id)
 
 

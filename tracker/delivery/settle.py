@@ -10,7 +10,6 @@ import structlog
 
 from tracker.delivery.decision import Decision
 from tracker.delivery.processor import Processor
-from tracker.middleware import run_hooks
 from tracker.transport import Delivery, Transport
 
 log = structlog.get_logger("tracker.settle")
@@ -43,7 +42,7 @@ async def settle(delivery: Delivery, decision: Decision, processor: Processor) -
     it straight back to this one)."""
     if decision.interrupt is not None:
         return
-    await run_hooks(processor.middleware, "before_ack", delivery.envelope, decision)
+    await processor.hooks.run("before_ack", delivery.envelope, decision)
     try:
         if decision.park:
             await delivery.dead_letter()

@@ -20,7 +20,6 @@ from tracker.delivery.envelope import OutgoingMessage, PayloadNotJSONError
 from tracker.delivery.outcomes import Outcomes
 from tracker.errors import PublishError
 from tracker.lifecycle import TaskStatus
-from tracker.middleware import run_hooks
 from tracker.models import TaskTracker
 from tracker.operations import groups
 from tracker.service.periodic import Periodic
@@ -207,7 +206,7 @@ class Sweeper(Periodic):
             )
             archived += changed
         if archived:
-            await run_hooks(outcomes.middleware, "on_archived", queue, archived)
+            await outcomes.hooks.run("on_archived", queue, archived)
             await groups.settle(e.group_id for e in old if e.group_id)
         return archived
 
