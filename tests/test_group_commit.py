@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -451,6 +452,105 @@ async def test_a_batch_of_creations_dedupes_within_itself_and_against_the_store(
         assert stored is not None
         assert stored.status is TaskStatus.QUEUED
         assert stored.history[0].message == "enqueued"
+
+
+# An execution already stored for a task: tracker-written (with activeKey), Node-written
+# without the plugin (no activeKey), or finished.
+STORED_KINDS = ("queued", "queued-by-node", "processing-by-node", "completed", None)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    stored=st.lists(st.sampled_from(STORED_KINDS), min_size=3, max_size=3),
+    batch=st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from([TaskStatus.QUEUED, TaskStatus.PROCESSING, TaskStatus.DLQ]),
+            st.sampled_from(["fresh", "stored"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_a_batch_of_creations_leaves_one_active_execution_per_task(
+    stored: list[str | None], batch: list[tuple[int, TaskStatus, str]]
+) -> None:
+    """Any batch of creations, against any execution already stored for its tasks: a task
+    ends with at most one active execution; each creation is its own new execution, or
+    the duplicate of the one it met (the task's active execution, or the same id)."""
+
+    async def scenario() -> None:
+        url = os.environ.get("TRACKER_MONGODB_URL") or None
+        await tracker.connect(url, f"tracker_test_{uuid.uuid4().hex[:12]}")
+        try:
+            await connection.ensure_indexes()
+            await _check_creations(stored, batch)
+        finally:
+            await connection.collection().database.client.drop_database(
+                connection.collection().database.name
+            )
+            await tracker.disconnect()
+
+    asyncio.run(scenario())
+
+
+async def _check_creations(
+    stored: list[str | None], batch: list[tuple[int, TaskStatus, str]]
+) -> None:
+    # Given
+    now = utcnow()
+    for task, kind in enumerate(stored):
+        if kind is None:
+            continue
+        status = kind.split("-")[0]
+        document = {
+            "taskId": f"t{task}",
+            "executionId": f"stored-{task}",
+            "queueName": "reports",
+            "status": status,
+            "retryCount": 0,
+            "enqueuedAt": now,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        if kind in ("queued", "processing"):
+            document["activeKey"] = f"t{task}"
+        await connection.collection().insert_one(document)
+    news = [
+        NewExecution(
+            f"t{task}",
+            "reports",
+            {"n": n},
+            execution_id=f"stored-{task}" if which == "stored" else None,
+            status=status,
+        ).checked()
+        for n, (task, status, which) in enumerate(batch)
+    ]
+    # When
+    results = await create_executions(news)
+    # Then
+    assert len(results) == len(news)
+    active = (
+        await connection.collection()
+        .find({"status": {"$in": ["queued", "processing"]}})
+        .to_list(None)
+    )
+    assert all(count == 1 for count in Counter(doc["taskId"] for doc in active).values())
+    for new, result in zip(news, results, strict=True):
+        assert isinstance(result, Created), result
+        document = result.document
+        assert document["taskId"] == new.task_id
+        kept = await connection.collection().find_one({"executionId": document["executionId"]})
+        assert kept is not None
+        if not result.deduplicated:
+            assert kept["status"] == new.status.value
+            assert new.execution_id in (None, document["executionId"])
+        elif document["executionId"] != new.execution_id:
+            # It met its task's active execution: only an active creation may.
+            assert new.status.is_active
+            assert kept["status"] in ("queued", "processing")
+    created = [r.document["executionId"] for r in results if not r.deduplicated]
+    assert len(created) == len(set(created))
 
 
 @pytest.mark.usefixtures("store")

@@ -21,10 +21,12 @@ from tracker.store import connection
 @dataclass(frozen=True)
 class BulkOutcome:
     """``matched``: how many operations matched a document; ``errors``: the operations that
-    failed, by index."""
+    failed, by index; ``upserted``: the ``_id`` of each document an upsert inserted (by
+    value: the in-memory store numbers upserts wrongly in a batch)."""
 
     matched: int
     errors: dict[int, WriteError] = field(default_factory=dict)
+    upserted: frozenset[Any] = frozenset()
 
 
 async def update_each(operations: Sequence[UpdateOne]) -> BulkOutcome:
@@ -41,5 +43,7 @@ async def update_each(operations: Sequence[UpdateOne]) -> BulkOutcome:
             int(error["index"]): WriteError(error.get("errmsg", ""), error.get("code"), error)
             for error in details.get("writeErrors", [])
         }
-        return BulkOutcome(int(details.get("nMatched", 0)), errors)
-    return BulkOutcome(result.matched_count)
+        upserted = frozenset(item["_id"] for item in details.get("upserted", []))
+        return BulkOutcome(int(details.get("nMatched", 0)), errors, upserted)
+    upserted_ids = (result.upserted_ids or {}).values()
+    return BulkOutcome(result.matched_count, upserted=frozenset(upserted_ids))

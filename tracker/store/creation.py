@@ -1,10 +1,12 @@
 """Creating executions, with enqueue-time deduplication: one by one, or those of concurrent
-enqueues together (one read and one insert for the lot).
+enqueues together (one write for the lot: an upsert each, which inserts unless the task is
+active already).
 
 The database decides: a new execution of an active status carries ``activeKey`` under a
 unique partial index, so concurrent creations of one task yield exactly one active
 execution; the others find it and are ``deduplicated``. An active execution written without
-the key (a Node service without the Mongoose plugin) makes its task active too.
+the key (a Node service without the Mongoose plugin) makes its task active too: the upsert
+matches any active execution of the task.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from tracker.clock import new_execution_id
 from tracker.constants import MESSAGE_VERSION
@@ -23,6 +27,7 @@ from tracker.errors import ConfigurationError
 from tracker.lifecycle import INITIAL_STATUSES, TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
+from tracker.store.bulk import BulkOutcome, update_each
 from tracker.store.errors import is_store_error, is_transient
 from tracker.store.executions import find_recent_completion
 from tracker.store.transitions import history_entry
@@ -163,29 +168,22 @@ async def create_execution(
 
 async def create_executions(batch: Sequence[NewExecution]) -> list[Created | Exception]:
     """Create each execution of ``batch`` (checked already) as ``create_execution`` does,
-    in one read and one unordered insert for them all; one result each, in order: the
+    in one round trip for them all when none is a duplicate; one result each, in order: the
     execution, or the store error that refused that one alone."""
-    unpatched = await _active_without_key([new.task_id for new in batch if new.status.is_active])
     now = connection.server_clock().estimate()
     results: list[Created | Exception | None] = [None] * len(batch)
-    pending: list[tuple[int, dict[str, Any]]] = []
-    for index, new in enumerate(batch):
-        found = unpatched.get(new.task_id) if new.status.is_active else None
-        if found is not None:
-            results[index] = Created(found, deduplicated=True)
-        else:
-            pending.append((index, new.document(now)))
+    pending = [(index, new.document(now)) for index, new in enumerate(batch)]
     for _ in range(MAX_ATTEMPTS):
         if not pending:
             break
-        refused = await _insert(pending, results)
+        met = await _insert(pending, results)
         pending = []
-        for index, document in refused:
+        for index, document in met:
             existing = await _find_conflict(document["taskId"], document["executionId"])
             if existing is not None:
                 results[index] = Created(existing, deduplicated=True)
             else:
-                # The conflicting execution finished between the insert and the lookup.
+                # The execution it met finished between the write and the lookup.
                 pending.append((index, document))
     for index, document in pending:
         results[index] = ConfigurationError(
@@ -194,60 +192,80 @@ async def create_executions(batch: Sequence[NewExecution]) -> list[Created | Exc
     return [result for result in results if result is not None]
 
 
+def _duplicates(document: dict[str, Any]) -> dict[str, Any]:
+    """What would make ``document`` a duplicate: for an active execution, any active
+    execution of its task (with ``activeKey`` or, written by a Node service without the
+    plugin, without it); else the same execution. It names the task, the shard key.
+
+    ``document`` is written with an upsert of this filter: inserted unless a duplicate is
+    stored, in one round trip. Two creations of one task racing each other both insert, and
+    the unique ``activeKey`` index refuses the second."""
+    duplicate: dict[str, Any] = {"taskId": document["taskId"]}
+    if document["status"] in ACTIVE:
+        duplicate["status"] = {"$in": ACTIVE}
+    else:
+        duplicate["executionId"] = document["executionId"]
+    return duplicate
+
+
 async def _insert(
     pending: list[tuple[int, dict[str, Any]]], results: list[Created | Exception | None]
 ) -> list[tuple[int, dict[str, Any]]]:
     """Insert the ``pending`` documents, recording each created one (or the error that
-    refused it alone) in ``results``; those refused as duplicates (the task is active, or
-    the execution id is taken), to look at again."""
+    refused it alone) in ``results``; those that met an execution already stored (the task
+    is active, or the execution id is taken), to look at again."""
+    for _, document in pending:
+        document.setdefault("_id", ObjectId())
     if len(pending) > 1:
         try:
-            return await _insert_many(pending, results)
+            outcome = await update_each(
+                [
+                    UpdateOne(_duplicates(document), {"$setOnInsert": document}, upsert=True)
+                    for _, document in pending
+                ]
+            )
         except Exception as error:
             if is_transient(error) or not is_store_error(error):
                 raise
             # One document could not even be sent (a value BSON cannot hold): each alone.
-    refused = []
+        else:
+            return _sorted_out(pending, outcome, results)
+    met = []
     for index, document in pending:
         try:
-            await connection.collection().insert_one(document)
+            result = await connection.collection().update_one(
+                _duplicates(document), {"$setOnInsert": document}, upsert=True
+            )
         except DuplicateKeyError:
-            document.pop("_id", None)
-            refused.append((index, document))
+            met.append((index, document))
             continue
         except Exception as error:
             if len(pending) == 1 or is_transient(error) or not is_store_error(error):
                 raise
             results[index] = error
             continue
-        results[index] = Created(document, deduplicated=False)
-    return refused
-
-
-async def _insert_many(
-    pending: list[tuple[int, dict[str, Any]]], results: list[Created | Exception | None]
-) -> list[tuple[int, dict[str, Any]]]:
-    failed: dict[int, dict[str, Any]] = {}
-    try:
-        await connection.collection().insert_many(
-            [document for _, document in pending], ordered=False
-        )
-    except BulkWriteError as failure:
-        if failure.details.get("writeConcernErrors"):
-            raise
-        for error in failure.details.get("writeErrors", []):
-            failed[int(error["index"])] = error
-    refused = []
-    for position, (index, document) in enumerate(pending):
-        error = failed.get(position)
-        if error is None:
-            results[index] = Created(document, deduplicated=False)
-        elif error.get("code") == DUPLICATE_KEY:
-            document.pop("_id", None)
-            refused.append((index, document))
+        if result.upserted_id is None:
+            met.append((index, document))
         else:
-            results[index] = WriteError(error.get("errmsg", ""), error.get("code"), error)
-    return refused
+            results[index] = Created(document, deduplicated=False)
+    return met
+
+
+def _sorted_out(
+    pending: list[tuple[int, dict[str, Any]]],
+    outcome: BulkOutcome,
+    results: list[Created | Exception | None],
+) -> list[tuple[int, dict[str, Any]]]:
+    met = []
+    for position, (index, document) in enumerate(pending):
+        error = outcome.errors.get(position)
+        if document["_id"] in outcome.upserted:
+            results[index] = Created(document, deduplicated=False)
+        elif error is None or error.code == DUPLICATE_KEY:
+            met.append((index, document))
+        else:
+            results[index] = error
+    return met
 
 
 async def _find_conflict(task_id: str, execution_id: str) -> TaskTracker | None:
@@ -256,19 +274,4 @@ async def _find_conflict(task_id: str, execution_id: str) -> TaskTracker | None:
     same_execution = await TaskTracker.find_one({"executionId": execution_id})
     if same_execution is not None:
         return same_execution
-    return await TaskTracker.find_one({"taskId": task_id, "activeKey": task_id})
-
-
-async def _active_without_key(task_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The tasks of ``task_ids`` that have an active execution without ``activeKey`` (so the
-    unique index cannot see it), with that execution's document."""
-    if not task_ids:
-        return {}
-    cursor = connection.collection().find(
-        {
-            "taskId": {"$in": sorted(set(task_ids))},
-            "status": {"$in": ACTIVE},
-            "activeKey": {"$exists": False},
-        }
-    )
-    return {doc["taskId"]: doc async for doc in cursor}
+    return await TaskTracker.find_one({"taskId": task_id, "status": {"$in": ACTIVE}})
