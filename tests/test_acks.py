@@ -32,8 +32,11 @@ class FakeChannel:
         else:
             self.outstanding.discard(tag)
 
-    def nack(self, tag: int) -> None:
-        assert tag in self.outstanding
+    async def basic_nack(
+        self, tag: int, multiple: bool = False, requeue: bool = True, wait: bool = True
+    ) -> None:
+        assert not multiple
+        assert tag in self.outstanding, f"nack of a tag the broker does not hold: {tag}"
         self.outstanding.discard(tag)
 
 
@@ -76,8 +79,7 @@ def test_any_settling_order_acks_exactly_the_acked_deliveries(case: Any) -> None
         for size in turns:
             for tag in settled[position : position + size]:
                 if nacked[tag - 1]:
-                    channel.nack(tag)
-                    acks.nacked(tag)
+                    await acks.nack(tag, requeue=tag % 2 == 0)
                 else:
                     acks.ack(tag)
             position += size

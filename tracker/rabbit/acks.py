@@ -40,8 +40,11 @@ class ChannelAcks:
         self._acks: list[int] = []
         self._writing: asyncio.Task[None] | None = None
 
-    def nacked(self, tag: int) -> None:
-        """``tag`` was nacked or rejected (its frame already queued): acks may reach past it."""
+    async def nack(self, tag: int, *, requeue: bool) -> None:
+        """Refuse ``tag`` at once (returned to its queue, or dead-lettered when not
+        ``requeue``): its frame goes out before any ack asked for later, and acks may then
+        reach past it."""
+        await self.channel.basic_nack(tag, requeue=requeue)
         self._settle(tag)
 
     def ack(self, tag: int) -> None:

@@ -12,7 +12,6 @@ from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractIncomingMessage,
     AbstractQueue,
 )
 
@@ -20,6 +19,7 @@ from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
 from tracker.errors import PublishError
 from tracker.rabbit.acks import ChannelAcks
+from tracker.rabbit.consuming import AnyDelivery, Deliveries, delivery_fields, delivery_tag
 from tracker.rabbit.failover import FailoverConnection, connect_failover
 from tracker.rabbit.nodes import OnFailover, parse_urls, redact_all
 from tracker.rabbit.topology import (
@@ -32,14 +32,15 @@ from tracker.rabbit.upgrade import KEPT, declare_queues
 from tracker.transport import OnDelivery
 
 
-def to_envelope(queue: str, message: AbstractIncomingMessage) -> Envelope:
+def to_envelope(queue: str, message: AnyDelivery) -> Envelope:
+    headers, message_id, correlation_id, redelivered = delivery_fields(message)
     return Envelope(
         queue=queue,
         body=message.body,
-        headers=dict(message.headers or {}),
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        redelivered=bool(message.redelivered),
+        headers=headers,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        redelivered=redelivered,
     )
 
 
@@ -70,32 +71,24 @@ async def publish(
 
 
 class AioDelivery:
-    """One aio-pika delivery, as the core settles it; its ack goes out with the others of
-    its channel (``tracker.rabbit.acks``)."""
+    """One delivery, as the core settles it; its ack goes out with the others of its
+    channel (``tracker.rabbit.acks``)."""
 
-    __slots__ = ("acks", "envelope", "message")
+    __slots__ = ("acks", "envelope", "tag")
 
-    def __init__(self, queue: str, message: AbstractIncomingMessage, acks: ChannelAcks) -> None:
-        self.message = message
+    def __init__(self, queue: str, message: AnyDelivery, acks: ChannelAcks) -> None:
+        self.tag = delivery_tag(message)
         self.acks = acks
         self.envelope = to_envelope(queue, message)
 
     async def ack(self) -> None:
-        self.acks.ack(self._tag)
+        self.acks.ack(self.tag)
 
     async def requeue(self) -> None:
-        await self.message.nack(requeue=True)
-        self.acks.nacked(self._tag)
+        await self.acks.nack(self.tag, requeue=True)
 
     async def dead_letter(self) -> None:
-        await self.message.nack(requeue=False)
-        self.acks.nacked(self._tag)
-
-    @property
-    def _tag(self) -> int:
-        tag = self.message.delivery_tag
-        assert tag is not None, "a consumed delivery has a tag"
-        return tag
+        await self.acks.nack(self.tag, requeue=False)
 
 
 class AioSubscription:
@@ -216,15 +209,14 @@ class AioPikaTransport:
         if declared is None:
             raise PublishError(f"queue {queue!r} was not declared on this transport")
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await on_delivery(AioDelivery(queue, message, self._acks_of(message)))
+        async def on_message(message: AnyDelivery) -> None:
+            await on_delivery(AioDelivery(queue, message, self._acks_of(message.channel)))
 
-        return AioSubscription(declared, await declared.consume(on_message))
+        return AioSubscription(declared, await declared.consume(Deliveries(on_message)))
 
-    def _acks_of(self, message: AbstractIncomingMessage) -> ChannelAcks:
-        """The acks of the channel ``message`` came on: a new one after a reconnection, as
+    def _acks_of(self, channel: aiormq.abc.AbstractChannel) -> ChannelAcks:
+        """The acks of the channel a delivery came on: a new one after a reconnection, as
         delivery tags start again with a new channel."""
-        channel = message.channel
         acks = self._acks
         if acks is None or acks.channel is not channel:
             acks = self._acks = ChannelAcks(channel)

@@ -13,6 +13,7 @@ from aio_pika import RobustChannel, RobustConnection
 from aio_pika.abc import AbstractConnection, TimeoutType
 from yarl import URL
 
+from tracker.rabbit.consuming import DeliveryQueue
 from tracker.rabbit.nodes import (
     NoBrokerNodeError,
     OnFailover,
@@ -36,7 +37,12 @@ class FailoverChannel(RobustChannel):
     No active transport in channel") although nothing is wrong: the connection restores every
     channel, its queues and consumers once it is connected again. This one logs that failure at
     DEBUG instead; a channel closed on a live connection is handled (and logged) as before.
+
+    Its queues are ``DeliveryQueue``s: a consumer may take aiormq's deliveries as read
+    (``tracker.rabbit.consuming``).
     """
+
+    QUEUE_CLASS = DeliveryQueue
 
     async def _on_close(self, closing: asyncio.Future[Any]) -> BaseException | None:
         try:
