@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 
 import aiormq
-from aio_pika import DeliveryMode, Message
+from aio_pika import DeliveryMode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractQueue,
 )
+from pamqp.commands import Basic
 
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
@@ -53,20 +54,33 @@ async def publish(
     channel: AbstractChannel, message: OutgoingMessage, timeout: float | None = None
 ) -> None:
     """Publish persistently; on a confirming channel, wait for the broker's confirm (and
-    raise on a returned, unroutable message), at most ``timeout`` seconds."""
-    await channel.default_exchange.publish(
-        Message(
-            message.body,
-            headers=message.headers,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            content_type=message.content_type,
-            delivery_mode=DeliveryMode.PERSISTENT,
-            expiration=message.expiration,
-        ),
+    raise on a returned, unroutable message), at most ``timeout`` seconds.
+
+    Written on the channel's aiormq channel, as aio-pika's ``Exchange.publish`` does, with
+    the frame's properties made directly: aio-pika's ``Message`` costs about 20 µs to build
+    per publish, for the same properties."""
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        message.body,
         routing_key=message.routing_key,
+        properties=properties(message),
         mandatory=True,
         timeout=timeout,
+    )
+
+
+def properties(message: OutgoingMessage) -> Basic.Properties:
+    """The AMQP properties of ``message``, persistent; its expiration in milliseconds."""
+    expiration = None if message.expiration is None else str(int(message.expiration * 1000))
+    return Basic.Properties(
+        content_type=message.content_type,
+        correlation_id=message.correlation_id,
+        delivery_mode=DeliveryMode.PERSISTENT.value,
+        expiration=expiration,
+        headers=message.headers,
+        message_id=message.message_id,
     )
 
 
