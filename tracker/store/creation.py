@@ -93,6 +93,8 @@ class NewExecution:
             check_count(self.max_retries, "max_retries")
         if self.status not in INITIAL_STATUSES:
             raise ConfigurationError(f"an execution cannot be created as {self.status.value!r}")
+        if self.metadata is None:
+            return self
         return replace(self, metadata=check_metadata(self.metadata))
 
     def document(self, now: datetime) -> dict[str, Any]:
