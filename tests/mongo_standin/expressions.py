@@ -207,7 +207,9 @@ def _switch(raw: Any, current: Any, variables: Variables) -> Any:
 def _integer(value: int, *inputs: Any) -> Any:
     """An integer result typed as the server types it: int32 unless a long is involved or
     the value overflows (a Python int encodes as int32 when it fits)."""
-    if any(type(item) is Int64 for item in inputs) or not INT32_MIN <= value <= INT32_MAX:
+    if inputs and any(type(item) is Int64 for item in inputs):
+        return Int64(value) if -(2**63) <= value < 2**63 else float(value)
+    if not INT32_MIN <= value <= INT32_MAX:
         return Int64(value) if -(2**63) <= value < 2**63 else float(value)
     return value
 
@@ -233,6 +235,12 @@ def _numbers(name: str, values: list[Any]) -> None:
 
 def _add(raw: Any, current: Any, variables: Variables) -> Any:
     values = _args(raw, current, variables)
+    if len(values) == 2:  # a date and a number of milliseconds: the common case, made short
+        first, second = values
+        if type(second) is dt.datetime:
+            first, second = second, first
+        if type(first) is dt.datetime and type(second) is int and -(2**63) <= second < 2**63:
+            return from_ms(date_ms(first) + second)
     if _any_nullish(values):
         return None
     _numbers("$add", values)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Final
 
-from bson import ObjectId
+from bson import Int64, ObjectId
 
 from tests.mongo_standin.errors import CommandError, bad_value
 from tests.mongo_standin.expressions import Variables, evaluate
@@ -91,6 +92,15 @@ def _compile_field(path: str, condition: Any, variables: Variables) -> Predicate
     parts = path.split(".")
     if len(parts) == 1 and type(condition) in _PLAIN_EQUALITIES:
         return _field_equals(path, condition)
+    if (
+        len(parts) == 1
+        and type(condition) is dict
+        and len(condition) == 1
+        and "$exists" in condition
+    ):
+        # ``{name: {$exists: ...}}`` on a top-level field (a partial index's filter).
+        wanted = truthy(condition["$exists"])
+        return lambda doc: (doc.get(path, MISSING) is not MISSING) == wanted
     test = compile_condition(condition, variables)
     if len(parts) == 1:
         name = parts[0]
@@ -353,7 +363,8 @@ def equality_fields(spec: Mapping[str, Any] | None) -> dict[str, list[Any]]:
             continue
         if key.startswith("$"):
             continue
-        values = _indexable_values(condition)
+        # A plain value is its own one option (the common case, made short).
+        values = [condition] if type(condition) in _PLAIN_VALUES else _indexable_values(condition)
         if values is not None:
             previous = found.get(key)
             if previous is None or len(values) < len(previous):
@@ -362,6 +373,8 @@ def equality_fields(spec: Mapping[str, Any] | None) -> dict[str, list[Any]]:
 
 
 _MAX_IN_LOOKUPS: Final = 64
+# Values that are neither documents, null nor regular expressions: an index looks them up.
+_PLAIN_VALUES: Final = frozenset({str, int, float, bool, Int64, ObjectId, datetime})
 
 
 def _indexable_values(condition: Any) -> list[Any] | None:

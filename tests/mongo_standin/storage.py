@@ -63,6 +63,7 @@ class Index:
         self.fields = [field for field, _ in self.key]
         self.parts = [field.split(".") for field in self.fields]
         self.top_level = all(len(parts) == 1 for parts in self.parts)
+        self.single_field = self.top_level and len(self.parts) == 1
         self.roots = _index_roots(self.parts, self.partial)
         self.hashable = all(
             direction == "hashed" or (is_number(direction) and direction in _ORDERED_KINDS)
@@ -89,7 +90,13 @@ class Index:
         message); none when the partial filter or sparseness leaves the document out."""
         if self.partial_test is not None and not self.partial_test(doc):
             return []
-        if self.top_level:
+        if self.single_field:  # one top-level field: the common case, made short
+            value = doc.get(self.fields[0], MISSING)
+            if value is MISSING:
+                return [] if self.sparse else [((NULL_KEY,), (None,))]
+            if type(value) is not list:
+                return [((hkey(value),), (value,))]
+        elif self.top_level:
             top = [doc.get(field, MISSING) for field in self.fields]
             if list not in map(type, top):
                 return self._single_key(top)
@@ -121,8 +128,8 @@ class Index:
         key (the common case, without the products of the general one)."""
         if self.sparse and all(value is MISSING for value in values):
             return []
-        key = tuple(NULL_KEY if value is MISSING else hkey(value) for value in values)
-        return [(key, tuple(None if value is MISSING else value for value in values))]
+        key = tuple([NULL_KEY if value is MISSING else hkey(value) for value in values])
+        return [(key, tuple([None if value is MISSING else value for value in values]))]
 
     def duplicate(self, values: tuple[Any, ...]) -> CommandError:
         """The error a real server gives for a duplicate key in this index."""
@@ -160,17 +167,19 @@ def changed_roots(old: Doc, new: Doc) -> set[str]:
     return roots
 
 
-_NULL_KEYS: Final = frozenset((NULL_KEY,))
+# The keys of a document in a map, for one field: one key alone, or a set of them.
+_Keys = tuple[Any] | frozenset[Any]
+_NULL_KEYS: Final = (NULL_KEY,)
 
 
-def _field_keys(doc: Doc, parts: list[str]) -> frozenset[Any]:
+def _field_keys(doc: Doc, parts: list[str]) -> _Keys:
     """Every value an equality on the path could match in ``doc`` (arrays and elements)."""
     if len(parts) == 1:  # a top-level field: the common case, made short
         value = doc.get(parts[0], MISSING)
         if value is MISSING:
             return _NULL_KEYS
         if type(value) is not list:
-            return frozenset((hkey(value),))
+            return (hkey(value),)
     keys = set()
     for leaf in query_leaves(doc, parts):
         if leaf is MISSING:
@@ -281,23 +290,23 @@ class Collection:
             self._map_add(rid, keys, [prefix])
         return mapping
 
-    def _doc_keys(self, doc: Doc, fields: Iterable[str]) -> dict[str, frozenset[Any]]:
+    def _doc_keys(self, doc: Doc, fields: Iterable[str]) -> dict[str, _Keys]:
         return {field: _field_keys(doc, self._fields[field]) for field in fields}
 
-    def _map_add(self, rid: int, keys: dict[str, frozenset[Any]], only: Iterable[Any]) -> None:
+    def _map_add(self, rid: int, keys: dict[str, _Keys], only: Iterable[Any]) -> None:
         for prefix in only:
             mapping = self._maps[prefix]
-            for key in itertools.product(*(keys[field] for field in prefix)):
+            for key in itertools.product(*[keys[field] for field in prefix]):
                 bucket = mapping.get(key)
                 if bucket is None:
                     mapping[key] = {rid}
                 else:
                     bucket.add(rid)
 
-    def _map_remove(self, rid: int, keys: dict[str, frozenset[Any]], only: Iterable[Any]) -> None:
+    def _map_remove(self, rid: int, keys: dict[str, _Keys], only: Iterable[Any]) -> None:
         for prefix in only:
             mapping = self._maps[prefix]
-            for key in itertools.product(*(keys[field] for field in prefix)):
+            for key in itertools.product(*[keys[field] for field in prefix]):
                 bucket = mapping.get(key)
                 if bucket is not None:
                     bucket.discard(rid)
@@ -312,8 +321,15 @@ class Collection:
         ]
         if not prefixes:
             return
-        fields = {field for prefix in prefixes for field in prefix}
-        old_keys, new_keys = self._doc_keys(old, fields), self._doc_keys(new, fields)
+        old_keys: dict[str, _Keys] = {}
+        new_keys: dict[str, _Keys] = {}
+        for prefix in prefixes:
+            for field in prefix:
+                if field not in old_keys:
+                    parts = self._fields[field]
+                    old_keys[field] = keys = _field_keys(old, parts)
+                    # A field under an unchanged root holds the very same value in both.
+                    new_keys[field] = _field_keys(new, parts) if parts[0] in roots else keys
         changed = [prefix for prefix in prefixes if any(old_keys[f] != new_keys[f] for f in prefix)]
         if changed:
             self._map_remove(rid, old_keys, changed)
@@ -363,11 +379,12 @@ class Collection:
         old = self.docs[rid]
         roots = changed_roots(old, new)
         uniques = [index for index in self._unique_indexes if index.reads(roots)]
-        plan = self._unique_plan(new, rid, uniques)
-        self._unique_remove(rid, old, uniques)
-        for index, keys in plan:
-            for key in keys:
-                index.entries[key] = rid
+        if uniques:
+            plan = self._unique_plan(new, rid, uniques)
+            self._unique_remove(rid, old, uniques)
+            for index, keys in plan:
+                for key in keys:
+                    index.entries[key] = rid
         self._remap(rid, old, new, roots)
         self.docs[rid] = new
 
@@ -382,16 +399,33 @@ class Collection:
         """Record ids that may match ``spec``, in record order: from the most selective hash
         map its equalities allow, else every document. Any map gives a superset of the
         matches, so which one is read changes only the cost, never the result."""
+        equalities = equality_fields(spec)
+        if not equalities:
+            return list(self.docs)
         best: list[set[int]] | None = None
         best_size = 0
         enough = max(len(self.docs), 64)
-        for prefix, keys in self._lookups(equality_fields(spec)):
+        # The keys to look up in the maps of the prefixes whose every field has equalities,
+        # longest first (left out when they would be more than ``_MAX_LOOKUPS``).
+        hashed: dict[str, list[Any]] = {}
+        for prefix in self._usable(frozenset(equalities)):
+            lookups = math.prod([len(equalities[field]) for field in prefix])
+            if lookups > _MAX_LOOKUPS:
+                continue
+            for field in prefix:
+                if field not in hashed:
+                    hashed[field] = [hkey(value) for value in equalities[field]]
             mapping = self._maps.get(prefix)
             if mapping is None:
                 if best is not None and best_size * _SELECTIVE_SHARE <= enough:
                     continue  # a selective map is at hand: building another would not pay
                 mapping = self._build_map(prefix)
-            buckets = [bucket for key in keys if (bucket := mapping.get(key))]
+            if lookups == 1:
+                bucket = mapping.get(tuple([hashed[field][0] for field in prefix]))
+                buckets = [bucket] if bucket else []
+            else:
+                keys = itertools.product(*[hashed[field] for field in prefix])
+                buckets = [bucket for key in keys if (bucket := mapping.get(key))]
             size = sum(map(len, buckets))
             if best is None or size < best_size:
                 best, best_size = buckets, size
@@ -402,23 +436,6 @@ class Collection:
         if len(best) == 1:
             return sorted(best[0])
         return sorted(set().union(*best))
-
-    def _lookups(
-        self, equalities: dict[str, list[Any]]
-    ) -> Iterator[tuple[_Prefix, Iterable[_Key]]]:
-        """The prefixes whose every field has equalities, longest first, each with the keys
-        to look up (left out when they would be more than ``_MAX_LOOKUPS``); made as they
-        are asked for, since the first map often settles it."""
-        if not equalities:
-            return
-        hashed: dict[str, list[Any]] = {}
-        for prefix in self._usable(frozenset(equalities)):
-            if math.prod([len(equalities[field]) for field in prefix]) > _MAX_LOOKUPS:
-                continue
-            for field in prefix:
-                if field not in hashed:
-                    hashed[field] = [hkey(value) for value in equalities[field]]
-            yield prefix, itertools.product(*[hashed[field] for field in prefix])
 
     def _usable(self, fields: frozenset[str]) -> list[_Prefix]:
         """The prefixes made only of ``fields``, longest first; remembered, since a program

@@ -65,7 +65,14 @@ def _copy_touched(doc: Doc, update: Doc) -> Doc:
         if type(fields) is not dict:
             continue  # refused by _apply_operators
         for path, argument in fields.items():
-            _copy_path(copy, path.split("."))
+            if "." in path:
+                _copy_path(copy, path.split("."))
+            else:  # a top-level field: ``_copy_path`` made short
+                child = copy.get(path)
+                if type(child) is dict:
+                    copy[path] = dict(child)
+                elif type(child) is list:
+                    copy[path] = list(child)
             if operator == "$rename" and isinstance(argument, str):
                 _copy_path(copy, argument.split("."))
     return copy
@@ -167,6 +174,9 @@ def _apply_operators(doc: Doc, update: Doc, variables: Variables, *, inserting: 
 
 
 def _check_conflicts(paths: list[list[str]]) -> None:
+    # Top-level fields conflict only when one is named twice (the common case, made short).
+    if all(len(parts) == 1 for parts in paths) and len({parts[0] for parts in paths}) == len(paths):
+        return
     ordered = sorted(paths)
     for first, second in itertools.pairwise(ordered):
         if second[: len(first)] == first:
@@ -231,7 +241,10 @@ def _locate(doc: Doc, parts: list[str]) -> tuple[Any, Any]:
 
 
 def _set(doc: Doc, parts: list[str], argument: Any, variables: Variables) -> None:
-    _assign(doc, parts, clone(argument))
+    if len(parts) == 1:  # a top-level field of the document: ``_assign`` made short
+        doc[parts[0]] = clone(argument)
+    else:
+        _assign(doc, parts, clone(argument))
 
 
 def _unset(doc: Doc, parts: list[str], argument: Any, variables: Variables) -> None:
