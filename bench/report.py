@@ -324,8 +324,9 @@ def _yardstick(tracked_per_dramatiq: float) -> str:
     target_per_dramatiq = 250 / TARGET_MACHINE_DRAMATIQ_CPU_US
     on_that_machine = tracked_per_dramatiq * TARGET_MACHINE_DRAMATIQ_CPU_US / 1000
     return (
-        "CPU per message differs twofold between machines; a peer's, measured in the same "
-        "run, is a yardstick that moves with them. The CPU target, 0.25 ms, was set on a "
+        "CPU per message differs twofold between machines, and between runs on one shared "
+        "machine; a peer's, measured in the same run, is a yardstick that moves with it. "
+        "The CPU target, 0.25 ms, was set on a "
         f"machine where Dramatiq took {TARGET_MACHINE_DRAMATIQ_CPU_US / 1000:.3f} ms per "
         f"message: {target_per_dramatiq:.2f} times Dramatiq's. Here the tracker takes "
         f"{tracked_per_dramatiq:.2f} times Dramatiq's, about {on_that_machine:.3f} ms on that "
