@@ -553,6 +553,106 @@ async def _check_creations(
     assert len(created) == len(set(created))
 
 
+def _node_execution(task_id: str, **fields: Any) -> dict[str, Any]:
+    """An execution as a Node service without the plugin writes it: no ``activeKey``."""
+    now = utcnow()
+    return {
+        "taskId": task_id,
+        "executionId": f"node-{task_id}",
+        "queueName": "reports",
+        "status": "queued",
+        "retryCount": 0,
+        "enqueuedAt": now,
+        "createdAt": now,
+        "updatedAt": now,
+        **fields,
+    }
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_node_record_the_model_refuses_is_a_duplicate_and_fails_nobody() -> None:
+    # Given: an active execution the Python model cannot read (metadata null)
+    await connection.collection().insert_one(_node_execution("reports:node", metadata=None))
+    # When: it is met in a batch with another task
+    node, other = await create_executions(
+        [
+            NewExecution("reports:node", "reports", {"n": 1}).checked(),
+            NewExecution("reports:other", "reports", {"n": 2}).checked(),
+        ]
+    )
+    # Then: the one is its duplicate, read as stored; the other is created
+    assert isinstance(node, Created)
+    assert node.deduplicated
+    assert node.document["executionId"] == "node-reports:node"
+    assert isinstance(other, Created)
+    assert not other.deduplicated
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_finished_execution_left_with_its_active_key_is_the_duplicate() -> None:
+    # Given: a Node service completed an execution and left its activeKey, which the unique
+    # index holds against every new active execution of the task
+    stale = _node_execution("reports:stale", status="completed", activeKey="reports:stale")
+    await connection.collection().insert_one(stale)
+    # When
+    [result] = await create_executions([NewExecution("reports:stale", "reports", {}).checked()])
+    # Then: found, not retried until "it keeps conflicting"
+    assert isinstance(result, Created)
+    assert result.deduplicated
+    assert result.document["executionId"] == "node-reports:stale"
+
+
+@pytest.mark.usefixtures("store")
+async def test_documents_a_failed_bulk_write_had_stored_are_created_not_duplicates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given: a bulk write that stores its first documents and then fails as one PyMongo
+    # splits in several messages fails on a later document it cannot encode
+    from tracker.store import creation
+
+    real = creation.update_each
+
+    async def partly_applied(operations: Sequence[Any]) -> Any:
+        await real(list(operations)[:2])
+        raise OverflowError("MongoDB can only handle up to 8-byte ints")
+
+    monkeypatch.setattr(creation, "update_each", partly_applied)
+    batch = [NewExecution(f"reports:split-{n}", "reports", {"n": n}).checked() for n in range(3)]
+    # When
+    results = await create_executions(batch)
+    # Then: each is created, once, and none is reported as its own duplicate
+    assert [isinstance(r, Created) and not r.deduplicated for r in results] == [True] * 3
+    stored = await connection.collection().count_documents({"queueName": "reports"})
+    assert stored == 3
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_conflict_that_cannot_be_looked_up_fails_that_creation_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given: a task already active, and MongoDB failing the lookup of what its creation met
+    from tracker.store import creation
+
+    await connection.collection().insert_one(_node_execution("reports:busy"))
+
+    async def unreachable(document: Any) -> Any:
+        raise AutoReconnect("connection lost")
+
+    monkeypatch.setattr(creation, "_find_conflict", unreachable)
+    # When: it is created in a batch with another task
+    busy, other = await create_executions(
+        [
+            NewExecution("reports:busy", "reports", {}).checked(),
+            NewExecution("reports:free", "reports", {}).checked(),
+        ]
+    )
+    # Then: only its own creation fails; the other, stored, is reported created (its
+    # enqueue publishes it)
+    assert isinstance(busy, AutoReconnect)
+    assert isinstance(other, Created)
+    assert not other.deduplicated
+
+
 @pytest.mark.usefixtures("store")
 async def test_a_creation_the_store_cannot_hold_fails_alone() -> None:
     # Given: a batch where one payload holds an integer BSON cannot encode

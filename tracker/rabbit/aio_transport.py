@@ -81,6 +81,7 @@ def properties(message: OutgoingMessage) -> Basic.Properties:
         expiration=expiration,
         headers=message.headers,
         message_id=message.message_id,
+        priority=0,  # aio-pika's Message always sent it: a Node consumer reads 0, not nothing
     )
 
 

@@ -181,12 +181,25 @@ async def create_executions(batch: Sequence[NewExecution]) -> list[Created | Exc
         met = await _insert(pending, results)
         pending = []
         for index, document in met:
-            existing = await _find_conflict(document["taskId"], document["executionId"])
-            if existing is not None:
-                results[index] = Created(existing, deduplicated=True)
-            else:
+            # The others of the batch may be stored already: a lookup that fails is this
+            # creation's error alone, or their enqueues would fail with it and, retried,
+            # find their executions and publish nothing.
+            try:
+                existing = await _find_conflict(document)
+            except Exception as error:
+                if not is_store_error(error):
+                    raise
+                results[index] = error
+                continue
+            if existing is None:
                 # The execution it met finished between the write and the lookup.
                 pending.append((index, document))
+            elif existing.get("_id") == document["_id"]:
+                # Its own document, written by an earlier attempt of this batch (a bulk
+                # write split in several messages applies the first ones and then fails).
+                results[index] = Created(document, deduplicated=False)
+            else:
+                results[index] = Created(existing, deduplicated=True)
     for index, document in pending:
         results[index] = ConfigurationError(
             f"could not create an execution of {document['taskId']!r}: it keeps conflicting"
@@ -270,10 +283,18 @@ def _sorted_out(
     return met
 
 
-async def _find_conflict(task_id: str, execution_id: str) -> TaskTracker | None:
-    """What an insert ran into: the same execution id (of this task or, under the default
-    index set, another's), or the task's active execution."""
-    same_execution = await TaskTracker.find_one({"executionId": execution_id})
+async def _find_conflict(document: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the creation of ``document`` ran into, as stored (validated only when a caller
+    asks for the model: a Node service's record need not fit it to make a duplicate): the
+    same execution id (of this task or, under the default index set, another's), or the
+    task's active execution, or an execution that left the active states with its
+    ``activeKey`` still set (a Node service without the plugin forgets to unset it), which
+    the unique index holds against the task."""
+    collection = connection.collection()
+    same_execution = await collection.find_one({"executionId": document["executionId"]})
     if same_execution is not None:
         return same_execution
-    return await TaskTracker.find_one({"taskId": task_id, "status": {"$in": ACTIVE}})
+    task_id = document["taskId"]
+    return await collection.find_one(
+        {"taskId": task_id, "$or": [{"status": {"$in": ACTIVE}}, {"activeKey": task_id}]}
+    )
