@@ -411,22 +411,28 @@ async def test_a_transition_refused_in_a_batch_fails_alone() -> None:
     assert results[1:] == [(TaskStatus.COMPLETED, True)] * 2
 
 
+def _node_execution(task_id: str, **fields: Any) -> dict[str, Any]:
+    """An execution as a Node service without the plugin writes it: no ``activeKey`` unless
+    ``fields`` give one."""
+    now = utcnow()
+    return {
+        "taskId": task_id,
+        "executionId": f"node-{task_id}",
+        "queueName": "reports",
+        "status": "queued",
+        "retryCount": 0,
+        "enqueuedAt": now,
+        "createdAt": now,
+        "updatedAt": now,
+        **fields,
+    }
+
+
 @pytest.mark.usefixtures("store")
 async def test_a_batch_of_creations_dedupes_within_itself_and_against_the_store() -> None:
     # Given: a task already active (written without activeKey, as a Node service without
     # the plugin writes it), and a batch naming it, a new task twice, and two more
-    await connection.collection().insert_one(
-        {
-            "taskId": "reports:node",
-            "executionId": "node-1",
-            "queueName": "reports",
-            "status": "queued",
-            "retryCount": 0,
-            "enqueuedAt": utcnow(),
-            "createdAt": utcnow(),
-            "updatedAt": utcnow(),
-        }
-    )
+    await connection.collection().insert_one(_node_execution("reports:node", executionId="node-1"))
     batch = [
         NewExecution("reports:node", "reports", {"n": 0}).checked(),
         NewExecution("reports:twice", "reports", {"n": 1}).checked(),
@@ -498,23 +504,13 @@ async def _check_creations(
     stored: list[str | None], batch: list[tuple[int, TaskStatus, str]]
 ) -> None:
     # Given
-    now = utcnow()
     for task, kind in enumerate(stored):
         if kind is None:
             continue
-        status = kind.split("-")[0]
-        document = {
-            "taskId": f"t{task}",
-            "executionId": f"stored-{task}",
-            "queueName": "reports",
-            "status": status,
-            "retryCount": 0,
-            "enqueuedAt": now,
-            "createdAt": now,
-            "updatedAt": now,
-        }
-        if kind in ("queued", "processing"):
-            document["activeKey"] = f"t{task}"
+        tracked = {"activeKey": f"t{task}"} if kind in ("queued", "processing") else {}
+        document = _node_execution(
+            f"t{task}", executionId=f"stored-{task}", status=kind.split("-")[0], **tracked
+        )
         await connection.collection().insert_one(document)
     news = [
         NewExecution(
@@ -551,22 +547,6 @@ async def _check_creations(
             assert kept["status"] in ("queued", "processing")
     created = [r.document["executionId"] for r in results if not r.deduplicated]
     assert len(created) == len(set(created))
-
-
-def _node_execution(task_id: str, **fields: Any) -> dict[str, Any]:
-    """An execution as a Node service without the plugin writes it: no ``activeKey``."""
-    now = utcnow()
-    return {
-        "taskId": task_id,
-        "executionId": f"node-{task_id}",
-        "queueName": "reports",
-        "status": "queued",
-        "retryCount": 0,
-        "enqueuedAt": now,
-        "createdAt": now,
-        "updatedAt": now,
-        **fields,
-    }
 
 
 @pytest.mark.usefixtures("store")

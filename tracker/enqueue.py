@@ -66,7 +66,6 @@ class Enqueuer:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.transport = transport
-        self.middleware = middleware
         self.hooks = Hooks(middleware)
         self.max_payload_bytes = max_payload_bytes
         self._declared: set[str] = set()

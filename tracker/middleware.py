@@ -71,10 +71,9 @@ class Hooks:
     middleware overrides two or three of a dozen hooks, and each call is a coroutine made
     and awaited for every delivery)."""
 
-    __slots__ = ("_bound", "middleware")
+    __slots__ = ("_bound",)
 
     def __init__(self, middleware: tuple[Middleware, ...] = ()) -> None:
-        self.middleware = middleware
         self._bound: dict[str, tuple[Callable[..., Awaitable[None]], ...]] = {
             hook: tuple(getattr(item, hook) for item in middleware if _overrides(item, hook))
             for hook in HOOKS

@@ -79,7 +79,6 @@ class Claiming:
     ) -> None:
         self.consumer = consumer
         self.options = options
-        self.middleware = middleware
         self.hooks = Hooks(middleware)
         self.outcomes = outcomes
         self.rejections = rejections

@@ -68,7 +68,6 @@ class Outcomes:
         self.rules = rules
         self.retries = Retries(rules)
         self.worker_id = worker_id
-        self.middleware = middleware
         self.hooks = Hooks(middleware)
         self.store_retry_budget = store_retry_budget
         # Completions of concurrent deliveries share a round trip; failures, rare and each

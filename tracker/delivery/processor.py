@@ -52,7 +52,6 @@ class Processor:
     ) -> None:
         self.consumer = consumer
         self.options = options
-        self.middleware = middleware
         self.hooks = Hooks(middleware)
         self.outcomes = Outcomes(
             consumer, options.worker_id, middleware, options.store_retry_budget, options.max_batch

@@ -41,7 +41,6 @@ class Rejections:
 
     def __init__(self, queue: str, middleware: tuple[Middleware, ...] = ()) -> None:
         self.queue = queue
-        self.middleware = middleware
         self.hooks = Hooks(middleware)
 
     async def reject(

@@ -249,8 +249,7 @@ async def _insert(
 
 async def _upsert(pending: list[tuple[int, dict[str, Any]]]) -> BulkOutcome:
     """One bulk write, whatever the number of documents: a creation is always the same
-    command, which is the one a test's injected failure of ``update_one`` (an outcome's
-    write) does not reach."""
+    command (``bulk_write``), apart from the ``update_one`` an outcome writes."""
     return await update_each(
         [
             UpdateOne(_duplicates(document), {"$setOnInsert": document}, upsert=True)
