@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal
 
@@ -36,6 +35,7 @@ from consumers.report_request import (
 from consumers.report_request import Request as ReportRequest
 from consumers.report_status import FAIL, RUNNING, SEED_STATUS, Report, find_report
 from tracker.web.access import api_operator
+from tracker.web.api.schemas import Timestamp
 from tracker.web.context import operator_of
 
 CONTENT_TYPES: Final = {
@@ -80,8 +80,8 @@ class ReportView(BaseModel):
     error: str | None = Field(None, description="why it failed (FAIL only)")
     attempts: int
     format: str | None
-    created_at: datetime
-    finished_at: datetime | None = Field(None, description="when it succeeded or failed")
+    created_at: Timestamp
+    finished_at: Timestamp | None = Field(None, description="when it succeeded or failed")
 
 
 def _invalid(reason: str) -> HTTPException:

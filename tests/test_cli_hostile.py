@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import Any
 
@@ -110,6 +111,11 @@ def test_json_output_is_json_and_keeps_the_value(seeded: tuple[CliState, str]) -
     assert record["errorMessage"] == HOSTILE
     [entry] = json.loads(cli(state, "dlq", "list", "--json").stdout)
     assert entry["errorMessage"] == HOSTILE
+    # times in one width, UTC to the millisecond, whichever backend read them
+    times = [v for k, v in {**record, **entry}.items() if k.endswith("At") and v is not None]
+    assert {"failedAt", "updatedAt"} <= {k for k in record if k.endswith("At")}
+    assert times
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times), times
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.clock import utcnow
+from tracker.clock import as_utc, iso_utc, utcnow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # From the epoch to the last millisecond of year 9999, the end of datetime's range.
@@ -45,3 +46,34 @@ def test_now_follows_the_real_clock() -> None:
     before = datetime.now(UTC) - timedelta(milliseconds=1)
     now = utcnow()
     assert before <= now <= datetime.now(UTC)
+
+
+# A day inside datetime's range either side, so that any zone's time has a UTC one.
+ANY_TIME = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30))
+ANY_ZONED_TIME = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30), timezones=st.timezones())
+
+
+@given(ANY_ZONED_TIME | ANY_TIME, ANY_ZONED_TIME | ANY_TIME)
+def test_a_written_time_is_its_utc_millisecond_and_sorts_as_text(
+    first: datetime, second: datetime
+) -> None:
+    # Given: any two times, aware in any zone or naive (MongoDB's UTC)
+    # When
+    texts = iso_utc(first), iso_utc(second)
+
+    # Then: one width, read back as the UTC millisecond, and ordered as the times are
+    def millisecond(value: datetime) -> datetime:
+        at = as_utc(value)
+        return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in texts)
+    assert datetime.fromisoformat(texts[0]) == millisecond(first)
+    assert (texts[0] < texts[1]) == (millisecond(first) < millisecond(second))
+
+
+def test_a_time_at_a_whole_second_keeps_its_fraction() -> None:
+    # pydantic and isoformat() leave out a zero fraction, which sorts after any other
+    whole = datetime(2026, 11, 29, 22, 9, 29, tzinfo=UTC)
+    assert iso_utc(whole) == "2026-11-29T22:09:29.000Z"
+    assert iso_utc(whole) < iso_utc(whole + timedelta(milliseconds=61))
+    assert iso_utc(datetime(999, 1, 2, 3, 4, 5, 6000)) == "0999-01-02T03:04:05.006Z"

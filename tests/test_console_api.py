@@ -4,6 +4,7 @@ hostile input everywhere (ids, query strings, cursors, bodies, content types).""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,6 +96,39 @@ async def test_a_task_timeline_has_every_attempt_with_payload_redacted(
     assert attempt["payload"] == {"order": 17, "card": "[redacted]"}
     assert [h["status"] for h in attempt["history"]] == ["queued", "dlq"]
     assert attempt["error_message"] == "partner refused order 17"
+
+
+async def test_every_time_is_written_in_one_width_even_at_a_whole_second(
+    api: httpx.AsyncClient, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: a dead letter and its group recorded at a whole second
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time_ns", lambda: 1_795_990_169 * 10**9)
+        dead = await dead_letter(QUEUE, "orders:1")
+
+    # When
+    task = await api.get("/api/v1/tasks/orders:1", headers=AS_VIEWER)
+    group = await api.get(f"/api/v1/failure-groups/{dead.group_id}", headers=AS_VIEWER)
+
+    # Then: milliseconds and Z, never pydantic's fractionless form that sorts after the others
+    times = list(_times(task.json())) + list(_times(group.json()))
+    assert {"enqueued_at", "failed_at", "updated_at", "at", "first_seen", "last_seen"} <= {
+        key for key, _ in times
+    }
+    assert {value for _, value in times if value is not None} == {"2026-11-29T22:09:29.000Z"}
+
+
+def _times(body: Any) -> Any:
+    """(key, value) of every time in a JSON body: keys ending in ``_at`` or ``_seen``, or ``at``."""
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key == "at" or key.endswith(("_at", "_seen")):
+                yield key, value
+            else:
+                yield from _times(value)
+    elif isinstance(body, list):
+        for item in body:
+            yield from _times(item)
 
 
 async def test_an_unknown_task_is_404(api: httpx.AsyncClient, store: str) -> None:

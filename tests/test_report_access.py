@@ -5,6 +5,7 @@ and nothing is enqueued unless it is a valid request."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,19 @@ async def test_any_body_is_202_200_or_400_and_only_a_valid_one_is_enqueued(
         assert response.json() == {"id": expected.id, "status": "RUNNING"}
         assert [e.task_id for e in stored] == [expected.id]
         assert len(transport.published) == 1
+
+
+async def test_a_report_finished_at_a_whole_second_keeps_the_fraction(
+    files: ReportFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: a report created and finished at a whole second
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time_ns", lambda: 1_795_990_169 * 10**9)
+        done = await finished_report(files, {"rows": 10})
+
+    # When
+    async with report_api_client(QUEUE, files, RecordingTransport()) as api:
+        status = (await api.get(f"/api/v1/reports/{done.task_id}")).json()
+
+    # Then: milliseconds and Z, so that it sorts as text beside any other time
+    assert status["created_at"] == status["finished_at"] == "2026-11-29T22:09:29.000Z"

@@ -23,6 +23,19 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def iso_utc(value: datetime) -> str:
+    """``value`` as JavaScript's ``toISOString`` writes it: UTC, milliseconds, ``Z``
+    (``2026-11-29T22:09:29.000Z``). One width for every time, so timestamps sort as text;
+    naive values are UTC, as MongoDB returns them."""
+    # Not isoformat(): it leaves out a zero fraction (``…29+00:00`` beside ``…29.061000+00:00``),
+    # and ``+`` sorts before ``.``. Not strftime: ``%Y`` does not pad years before 1000.
+    at = as_utc(value)
+    return (
+        f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:"
+        f"{at.second:02d}.{at.microsecond // 1000:03d}Z"
+    )
+
+
 # No duration the tracker deals with is longer; beyond it date arithmetic overflows.
 MAX_DURATION_SECONDS = 100 * 365 * 86400.0
 

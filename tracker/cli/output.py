@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from tracker.clock import iso_utc
 from tracker.constants import MAX_COUNTED
 from tracker.validation import printable
 
@@ -27,7 +28,7 @@ def emit_json(data: Any) -> None:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_utc(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     return str(value)

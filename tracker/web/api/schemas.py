@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+)
 
+from tracker.clock import iso_utc
 from tracker.lifecycle import ErrorCategory
 from tracker.models import TaskTracker
 from tracker.operations.audit import AuditEntry
@@ -19,6 +28,14 @@ from tracker.operations.replays import ReplayItem, ReplayJob
 from tracker.operations.search import QueueSummary
 
 T = TypeVar("T")
+
+# Every time the API writes has one width (milliseconds, as stored), so clients can sort them
+# as text; pydantic's own format drops a zero fraction.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(iso_utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 Redact = Callable[[Any], Any]
 
 
@@ -43,7 +60,7 @@ class ListOf(Schema, Generic[T]):
 class Queue(Schema):
     name: str
     counts: dict[str, int] = Field(description="executions per status")
-    oldest_queued_at: datetime | None
+    oldest_queued_at: Timestamp | None
     failing_groups: int
 
     @classmethod
@@ -53,7 +70,7 @@ class Queue(Schema):
 
 class HistoryEntry(Schema):
     status: str
-    at: datetime
+    at: Timestamp
     message: str
     worker: str | None
 
@@ -67,12 +84,12 @@ class Execution(Schema):
     status: str
     retry_count: int
     max_retries: int | None
-    enqueued_at: datetime
-    processing_started_at: datetime | None
-    completed_at: datetime | None
-    failed_at: datetime | None
-    archived_at: datetime | None
-    updated_at: datetime
+    enqueued_at: Timestamp
+    processing_started_at: Timestamp | None
+    completed_at: Timestamp | None
+    failed_at: Timestamp | None
+    archived_at: Timestamp | None
+    updated_at: Timestamp
     error_category: str | None
     error_type: str | None
     error_message: str | None
@@ -81,7 +98,7 @@ class Execution(Schema):
     next_execution_id: str | None
     metadata: dict[str, Any]
     timeout_seconds: float | None = None
-    timeout_at: datetime | None = Field(default=None, description="when this attempt times out")
+    timeout_at: Timestamp | None = Field(default=None, description="when this attempt times out")
     claimed_by: str | None = Field(default=None, description="the worker that ran it")
 
 
@@ -182,11 +199,11 @@ class Group(Schema):
     state: Literal["open", "resolved", "regressed"]
     muted: bool
     count: int
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: Timestamp
+    last_seen: Timestamp
     sample_message: str
     sample_execution_id: str | None
-    resolved_at: datetime | None = None
+    resolved_at: Timestamp | None = None
     resolved_by: str | None = None
     dead_letters_left: int | None = Field(
         default=None, description="its dead letters not archived yet (one group's answer only)"
@@ -209,8 +226,8 @@ class ReplayChoice(Schema):
     group_id: str | None = Field(default=None, min_length=1, max_length=512)
     queue: str | None = Field(default=None, min_length=1, max_length=200)
     status: Literal["dlq", "failed", "archived", "completed"] | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     task_ids: list[str] = Field(default_factory=list, max_length=10_000)
     execution_ids: list[str] = Field(default_factory=list, max_length=10_000)
     category: ErrorCategory | None = None
@@ -236,8 +253,8 @@ class Selection(Schema):
     group_id: str | None
     queue: str | None
     status: str | None
-    since: datetime | None
-    until: datetime | None
+    since: Timestamp | None
+    until: Timestamp | None
     task_ids: list[str]
     execution_ids: list[str] = Field(default_factory=list)
     category: str | None = None
@@ -261,12 +278,12 @@ class Replay(Schema):
     failed: int
     skipped: int
     created_by: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     stopped_reason: str | None
     pending: int = 0
     follow_seconds: float = 0.0
-    finished_at: datetime | None = None
+    finished_at: Timestamp | None = None
 
     @classmethod
     def of(cls, job: ReplayJob) -> Replay:
@@ -301,7 +318,7 @@ class ReplayItemOut(Schema):
 
 class Audit(Schema):
     id: str
-    at: datetime
+    at: Timestamp
     actor: str
     role: str
     via: str
