@@ -35,7 +35,7 @@ from consumers.report_request import (
 from consumers.report_request import Request as ReportRequest
 from consumers.report_status import FAIL, RUNNING, SEED_STATUS, Report, find_report
 from tracker.web.access import api_operator
-from tracker.web.api.schemas import Timestamp
+from tracker.web.api.timestamps import Timestamp
 from tracker.web.context import operator_of
 
 CONTENT_TYPES: Final = {

@@ -6,36 +6,19 @@ redacted. Each model has a ``of`` that builds it from what the operations layer 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    SerializerFunctionWrapHandler,
-    WithJsonSchema,
-    model_serializer,
-)
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from tracker.clock import iso_utc
 from tracker.lifecycle import ErrorCategory
 from tracker.models import TaskTracker
 from tracker.operations.audit import AuditEntry
 from tracker.operations.groups import FailureGroup
 from tracker.operations.replays import ReplayItem, ReplayJob
 from tracker.operations.search import QueueSummary
+from tracker.web.api.timestamps import Timestamp
 
 T = TypeVar("T")
-
-# Every time the API writes has one width (milliseconds, as stored), so clients can sort them
-# as text; pydantic's own format drops a zero fraction.
-Timestamp = Annotated[
-    datetime,
-    PlainSerializer(iso_utc, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
 Redact = Callable[[Any], Any]
 
 
