@@ -42,9 +42,10 @@ RATE = 200
 class PySpy:
     """``py-spy record`` on this process, from ``start()`` to ``stop()``."""
 
-    def __init__(self, output: Path, rate: int) -> None:
+    def __init__(self, output: Path, rate: int, pid: int | None = None) -> None:
         self.output = output
         self.rate = rate
+        self.pid = os.getpid() if pid is None else pid
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -56,7 +57,7 @@ class PySpy:
                 binary,
                 "record",
                 "--pid",
-                str(os.getpid()),
+                str(self.pid),
                 "--rate",
                 str(self.rate),
                 "--format",
@@ -79,22 +80,6 @@ class PySpy:
             self.process.wait(timeout=60)
 
 
-def _switches(
-    sampler: str, raw: Path, rate: int
-) -> tuple[Callable[[], None], Callable[[], None], cProfile.Profile | None, PySpy | None]:
-    if sampler == "py-spy":
-        spy = PySpy(raw, rate)
-        return spy.start, spy.stop, None, spy
-    profiler = cProfile.Profile()
-
-    def on() -> None:
-        profiler.disable()
-        profiler.clear()  # an attempt discarded before its end left data behind
-        profiler.enable()
-
-    return on, profiler.disable, profiler, None
-
-
 def render(sampler: str, data: Path, facts: dict[str, Any], rate: int) -> str:
     messages = int(facts["messages"])
     header = [f"# Profile of the tracked consume phase ({sampler})", ""]
@@ -113,9 +98,12 @@ def render(sampler: str, data: Path, facts: dict[str, Any], rate: int) -> str:
     return "\n".join(header + body)
 
 
-async def record(messages: int, sampler: str, data: Path, rate: int) -> dict[str, Any]:
+async def record(
+    messages: int, sampler: str, data: Path, rate: int, standin: bool = False
+) -> dict[str, Any]:
     """Run a warm-up round, then a round whose tracked consume phase is profiled into
-    ``data``; the facts of that phase."""
+    ``data`` (the MongoDB stand-in's process instead of this one when ``standin``); the facts
+    of that phase."""
     options = parse([], {**os.environ, "BENCH_MESSAGES": str(messages), "BENCH_PEERS": "0"})
     configure_logging("json", "WARNING")
     for name in ("TRACKER_HTTP_PORT", "TRACKER_METRICS_PORT"):
@@ -138,8 +126,10 @@ async def record(messages: int, sampler: str, data: Path, rate: int) -> dict[str
             profiler.enable()
 
         off = profiler.disable
-    async with StandIn() as standin:
-        probe = await _setup(standin, options)
+    async with StandIn() as server:
+        if spy is not None and standin:
+            spy.pid = server.pid or 0
+        probe = await _setup(server, options)
         bench = Bench(options, probe, commands)
         try:
             _say(f"warm-up round: {options.warmup:,} messages")
@@ -170,22 +160,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--py-spy", action="store_true", help="sample with py-spy instead")
     parser.add_argument("--rate", type=int, default=RATE, help="py-spy samples per second")
     parser.add_argument(
+        "--standin",
+        action="store_true",
+        help="sample the MongoDB stand-in's process instead of the consumer's (implies --py-spy)",
+    )
+    parser.add_argument(
         "--from",
         dest="source",
         type=Path,
         help="render a profile recorded before (its .prof or py-spy .txt) instead",
     )
     args = parser.parse_args(argv)
-    sampler = "py-spy" if args.py_spy else "cprofile"
+    sampler = "py-spy" if args.py_spy or args.standin else "cprofile"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data = args.source or RESULTS / (
-        "profile-consume.pyspy.txt" if args.py_spy else "profile-consume.prof"
-    )
+    name = "profile-standin" if args.standin else "profile-consume"
+    data = args.source or RESULTS / (f"{name}.pyspy.txt" if sampler == "py-spy" else f"{name}.prof")
     sidecar = data.with_suffix(".json")
     if args.source is None:
         try:
             facts = event_loop.run(
-                record(args.messages, sampler, data, args.rate), Settings.from_env().event_loop
+                record(args.messages, sampler, data, args.rate, args.standin),
+                Settings.from_env().event_loop,
             )
         except Disturbed as exc:
             _say(f"no profile: {exc} (BENCH_ATTEMPTS sets how often to try)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pymongo.errors import AutoReconnect, BulkWriteError, WriteConcernError
 
 import tracker
 from tests.rabbit import FAST, Broker, wait_status
@@ -16,7 +17,7 @@ from tracker.errors import PublishError
 from tracker.rabbit.aio_transport import AioPikaTransport
 from tracker.service.sweeper import Sweeper
 from tracker.store import connection
-from tracker.testing import RecordingMiddleware, capture_logs
+from tracker.testing import RecordingMiddleware, capture_logs, store_failure
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.usefixtures("store")]
 
@@ -168,6 +169,93 @@ async def test_the_sweeper_publishes_an_unconfirmed_execution_again(broker: Brok
     swept = await TaskTracker.find_execution(raised.value.execution_id or "")
     assert swept is not None
     assert swept.publish_unconfirmed_at is None
+
+
+# What a replica set answers when a write was applied on the primary but not replicated in
+# time: the batch of creations is stored, and the enqueues see an error.
+REPLICATION_TIMED_OUT = BulkWriteError(
+    {
+        "writeErrors": [],
+        "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication timed out"}],
+        "nInserted": 0,
+        "nUpserted": 1,
+        "nMatched": 0,
+        "nModified": 0,
+        "nRemoved": 0,
+        "upserted": [],
+    }
+)
+
+
+async def test_a_creation_stored_despite_its_error_is_published_by_the_next_enqueue(
+    broker: Broker,
+) -> None:
+    # Given: an enqueue whose creation is stored but answered with a write concern error
+    queue = await broker.new_queue()
+    task_id = f"{queue}:concern"
+    async with tracker.Publisher(broker.url) as pub:
+        with (
+            store_failure(REPLICATION_TIMED_OUT, ["bulk_write"], times=1, applied=True),
+            pytest.raises(WriteConcernError),
+        ):
+            await pub.enqueue(queue, {"n": 1}, task_id=task_id)
+        [stored] = await TaskTracker.find({"taskId": task_id}).to_list()
+        # When: the caller enqueues the task again
+        again = await pub.enqueue(queue, {"n": 1}, task_id=task_id)
+
+    # Then: the stored execution was marked, and is the one published now, once
+    assert stored.status is TaskStatus.QUEUED
+    assert stored.publish_unconfirmed_at is not None
+    assert again.execution_id == stored.execution_id
+    await broker.wait_depth(queue, 1)
+    confirmed = await TaskTracker.find_execution(stored.execution_id)
+    assert confirmed is not None
+    assert confirmed.publish_unconfirmed_at is None
+
+
+async def test_a_creation_never_stored_is_created_again_by_the_next_enqueue(
+    broker: Broker,
+) -> None:
+    # Given: an enqueue whose creation never reached MongoDB
+    queue = await broker.new_queue()
+    task_id = f"{queue}:unreached"
+    async with tracker.Publisher(broker.url) as pub:
+        with store_failure(AutoReconnect("no primary"), ["bulk_write"], times=1):
+            with pytest.raises(AutoReconnect):
+                await pub.enqueue(queue, {"n": 1}, task_id=task_id)
+            # When
+            again = await pub.enqueue(queue, {"n": 1}, task_id=task_id)
+
+    # Then: nothing was marked; a new execution, published
+    assert not again.deduplicated
+    [stored] = await TaskTracker.find({"taskId": task_id}).to_list()
+    assert stored.execution_id == again.execution_id
+    assert stored.publish_unconfirmed_at is None
+    await broker.wait_depth(queue, 1)
+
+
+async def test_a_creation_that_cannot_be_marked_either_is_logged_for_the_sweeper(
+    broker: Broker,
+) -> None:
+    # Given: the creation is stored despite its error, and MongoDB is gone for the marking
+    queue = await broker.new_queue()
+    task_id = f"{queue}:unmarked"
+    async with tracker.Publisher(broker.url) as pub:
+        with (
+            store_failure(REPLICATION_TIMED_OUT, ["bulk_write"], times=1, applied=True),
+            store_failure(AutoReconnect("gone"), ["update_one"], times=1),
+            capture_logs() as logs,
+            pytest.raises(WriteConcernError),
+        ):
+            # When
+            await pub.enqueue(queue, {"n": 1}, task_id=task_id)
+
+    # Then: the first error is raised, and the execution left unmarked is named
+    [stored] = await TaskTracker.find({"taskId": task_id}).to_list()
+    assert stored.publish_unconfirmed_at is None
+    [warning] = [e for e in logs if "may be stored unpublished" in e["event"]]
+    assert warning["execution_id"] == stored.execution_id
+    assert "WriteConcernError" in warning["error"]
 
 
 HOSTILE_IDS: list[Any] = [{"$ne": None}, ["a"], 42, "", "x" * 600, "a\x00b", "\ud800"]

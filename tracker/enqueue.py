@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from tracker.clock import utcnow
+from tracker.clock import new_execution_id, utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES
 from tracker.delivery.envelope import (
     OutgoingMessage,
@@ -28,6 +28,7 @@ from tracker.store.creation import (
     create_execution,
     create_executions,
 )
+from tracker.store.errors import describe, is_store_error, is_transient
 from tracker.store.group_commit import GroupCommit
 from tracker.transport import Transport
 from tracker.validation import check_id, check_queue
@@ -121,23 +122,32 @@ class Enqueuer:
             task_id or f"{queue}:{uuid.uuid4()}",
             queue,
             payload,
+            # Known before the write, so that a write which may have been applied can be
+            # marked (``_maybe_stored``).
+            execution_id=new_execution_id(),
             max_retries=max_retries,
             metadata=metadata,
         ).checked()
         # Fail before anything is written if the store is not connected or not indexed.
         connection.require_indexes()
         body = encode_payload(payload, self.max_payload_bytes)
-        if dedupe_window is None:
-            created = await self.creations.submit(new)
-        else:
-            created = await create_execution(
-                new.task_id,
-                queue,
-                payload,
-                metadata=new.metadata,
-                max_retries=max_retries,
-                dedupe_window=dedupe_window,
-            )
+        try:
+            if dedupe_window is None:
+                created = await self.creations.submit(new)
+            else:
+                created = await create_execution(
+                    new.task_id,
+                    queue,
+                    payload,
+                    execution_id=new.execution_id,
+                    metadata=new.metadata,
+                    max_retries=max_retries,
+                    dedupe_window=dedupe_window,
+                )
+        except Exception as error:
+            if is_transient(error):
+                await _maybe_stored(new, error)
+            raise
         if self.hooks.wants("on_enqueued"):
             await self.hooks.run("on_enqueued", queue, created.execution, created.deduplicated)
         stored = created.document
@@ -211,6 +221,34 @@ async def _unpublished(
         task_id=task_id,
         execution_id=execution_id,
     )
+
+
+async def _maybe_stored(new: NewExecution, error: BaseException) -> None:
+    """The write of ``new`` failed in a way that may have applied it (a write concern not
+    met, the reply lost with the connection). Stored and unmarked, it would wait in
+    ``queued`` with no message until the sweeper presumes it orphaned, and an enqueue of the
+    task tried again meanwhile would take it for an active duplicate and publish nothing.
+    Marked as a publish not confirmed, that enqueue publishes it, and the sweeper does soon."""
+    now = utcnow()
+    try:
+        await connection.collection().update_one(
+            {
+                "taskId": new.task_id,
+                "executionId": new.execution_id,
+                "status": TaskStatus.QUEUED.value,
+            },
+            {"$set": {"publishUnconfirmedAt": now, "updatedAt": now}},
+        )
+    except Exception as marking:
+        if not is_store_error(marking):
+            raise
+        log.warning(
+            "enqueue failed and its execution may be stored unpublished: the sweeper "
+            "publishes it once it waited too long",
+            task_id=new.task_id,
+            execution_id=new.execution_id,
+            error=describe(error),
+        )
 
 
 async def _confirmed(task_id: str, execution_id: str) -> None:

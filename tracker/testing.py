@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 from collections import Counter
@@ -136,11 +137,18 @@ STORE_METHODS = (
 
 @contextlib.contextmanager
 def store_failure(
-    error: BaseException, methods: Iterable[str] = STORE_METHODS, times: int | None = None
+    error: BaseException,
+    methods: Iterable[str] = STORE_METHODS,
+    times: int | None = None,
+    *,
+    applied: bool = False,
 ) -> Iterator[None]:
     """Make operations of the in-memory MongoDB (``methods``: collection method names) raise
     ``error`` until the block ends, or only the first ``times`` calls. For testing how code
-    meets a transient error (``AutoReconnect``) or a permanent one (``WriteError``)."""
+    meets a transient error (``AutoReconnect``) or a permanent one (``WriteError``).
+
+    ``applied``: each failing operation is carried out first and then raises, as a write
+    whose write concern was not met, or whose reply was lost with the connection, does."""
     if not connection.is_in_memory():
         raise RuntimeError("store_failure() works on the in-memory MongoDB only")
     names = list(methods)
@@ -155,6 +163,8 @@ def store_failure(
                 if left["calls"] <= 0:
                     return original(*args, **kwargs)
                 left["calls"] -= 1
+            if applied:
+                return _then_raise(original(*args, **kwargs), error)
             raise error
 
         return fail
@@ -166,6 +176,12 @@ def store_failure(
     finally:
         for name, original in originals.items():
             setattr(AsyncMongoMockCollection, name, original)
+
+
+async def _then_raise(operation: Any, error: BaseException) -> Any:
+    if inspect.isawaitable(operation):
+        await operation
+    raise error
 
 
 @contextlib.contextmanager
