@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -164,6 +164,22 @@ async def test_selection_and_result_are_stored_redacted_and_bounded() -> None:
     }
     assert "over the" in stored["result"]["omitted"]
     assert selection["payload"]["EMAIL"] == "a@b.c"  # the caller's value is untouched
+
+
+@pytest.mark.usefixtures("store")
+async def test_times_in_a_selection_are_stored_in_the_apis_one_width() -> None:
+    # Given: a replay's selection, one bound at a whole second, one naive (MongoDB's UTC)
+    whole = datetime(2026, 11, 29, 22, 9, 29, tzinfo=UTC)
+    selection = {"since": whole, "until": datetime(2026, 11, 29, 23, 0, 0, 61000)}
+    # When
+    entry = await audit.record(ANA, "replay.start", "replay:r1", selection=selection)
+    # Then: as the API writes every other time, so they sort as text beside them
+    stored = await connection.database()[AUDIT].find_one({"_id": entry.id})
+    assert stored is not None
+    assert stored["selection"] == {
+        "since": "2026-11-29T22:09:29.000Z",
+        "until": "2026-11-29T23:00:00.061Z",
+    }
 
 
 @pytest.mark.usefixtures("store")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from tests.console_data import HOSTILE, dead_letter
 from tests.rabbit import Broker
 from tracker.api_tokens import ApiToken
 from tracker.web.access import Access
+from tracker.web.api.schemas import ReplayChoice
 from tracker.web.app import create_app
 from tracker.web.context import Operator
 from tracker.web.health import Health
@@ -546,3 +548,12 @@ def test_a_routers_own_422_stays_in_the_openapi_document() -> None:
     responses = document["paths"]["/api/v1/mine"]["post"]["responses"]
     assert responses["422"]["description"] == "refused for a reason of my own"
     assert "400" in responses
+
+
+def test_a_replays_time_range_is_sent_on_as_asked() -> None:
+    # The remote CLI sends a replay's choice as JSON: its bounds keep their microseconds, as
+    # the direct backend's do, while the times the API writes back have one width.
+    since = datetime(2026, 11, 29, 10, 0, 0, 500, tzinfo=UTC)
+    choice = ReplayChoice(queue=QUEUE, since=since)
+    assert choice.model_dump(mode="json")["since"] == "2026-11-29T10:00:00.000500Z"
+    assert ReplayChoice.model_validate(choice.model_dump(mode="json")).since == since

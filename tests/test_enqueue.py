@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pymongo.errors import AutoReconnect, BulkWriteError, WriteConcernError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ServerSelectionTimeoutError,
+    WaitQueueTimeoutError,
+    WriteConcernError,
+)
 
 import tracker
+from tests.conftest import needs_in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import TaskContext, TaskStatus, TaskTracker
 from tracker.delivery.envelope import OutgoingMessage
@@ -187,6 +194,7 @@ REPLICATION_TIMED_OUT = BulkWriteError(
 )
 
 
+@needs_in_memory
 async def test_a_creation_stored_despite_its_error_is_published_by_the_next_enqueue(
     broker: Broker,
 ) -> None:
@@ -213,6 +221,7 @@ async def test_a_creation_stored_despite_its_error_is_published_by_the_next_enqu
     assert confirmed.publish_unconfirmed_at is None
 
 
+@needs_in_memory
 async def test_a_creation_never_stored_is_created_again_by_the_next_enqueue(
     broker: Broker,
 ) -> None:
@@ -234,6 +243,7 @@ async def test_a_creation_never_stored_is_created_again_by_the_next_enqueue(
     await broker.wait_depth(queue, 1)
 
 
+@needs_in_memory
 async def test_a_creation_that_cannot_be_marked_either_is_logged_for_the_sweeper(
     broker: Broker,
 ) -> None:
@@ -256,6 +266,31 @@ async def test_a_creation_that_cannot_be_marked_either_is_logged_for_the_sweeper
     [warning] = [e for e in logs if "may be stored unpublished" in e["event"]]
     assert warning["execution_id"] == stored.execution_id
     assert "WriteConcernError" in warning["error"]
+
+
+@needs_in_memory
+@pytest.mark.parametrize(
+    "never_sent",
+    [ServerSelectionTimeoutError("no primary"), WaitQueueTimeoutError("pool exhausted")],
+    ids=["server selection", "connection pool"],
+)
+async def test_a_creation_that_never_left_the_process_is_not_marked(
+    broker: Broker, never_sent: Exception
+) -> None:
+    # Given: the creation's write fails before it is sent; any marking would fail loudly
+    queue = await broker.new_queue()
+    async with tracker.Publisher(broker.url) as pub:
+        with (
+            store_failure(never_sent, ["bulk_write"], times=1),
+            store_failure(RuntimeError("a marking was tried"), ["update_one"]),
+            capture_logs() as logs,
+            pytest.raises(type(never_sent)),
+        ):
+            # When
+            await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:unsent")
+
+    # Then: the error as it was, no second wait for MongoDB, no warning
+    assert not [e for e in logs if "may be stored unpublished" in e["event"]]
 
 
 HOSTILE_IDS: list[Any] = [{"$ne": None}, ["a"], 42, "", "x" * 600, "a\x00b", "\ud800"]

@@ -26,6 +26,7 @@ from tests.adapters import Driver
 from tests.conftest import needs_in_memory
 from tests.rabbit import FAST, Broker, wait_status
 from tracker import ErrorCategory, TaskStatus, TaskTracker
+from tracker.store import connection
 from tracker.store.errors import describe, is_transient
 from tracker.testing import RecordingMiddleware, store_failure
 
@@ -171,3 +172,18 @@ def test_store_failure_needs_the_in_memory_store(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(connection, "is_in_memory", lambda: False)
     with pytest.raises(RuntimeError, match="in-memory"), store_failure(AutoReconnect("x")):
         pass
+
+
+@needs_in_memory
+@pytest.mark.usefixtures("store")
+async def test_an_applied_failure_writes_then_raises_and_a_read_just_raises() -> None:
+    # Given: writes whose reply is lost after they are applied
+    collection = connection.collection()
+    with store_failure(AutoReconnect("reply lost"), ["insert_one", "find"], applied=True):
+        # When / Then: the write raises, the read raises instead of returning a cursor
+        with pytest.raises(AutoReconnect):
+            await collection.insert_one({"_id": "applied", "taskId": "t"})
+        with pytest.raises(AutoReconnect):
+            collection.find({})
+    # and the write was applied
+    assert await collection.find_one({"_id": "applied"}) is not None

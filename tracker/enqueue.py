@@ -8,7 +8,9 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+import pymongo
 import structlog
+from pymongo.errors import ServerSelectionTimeoutError, WaitQueueTimeoutError
 
 from tracker.clock import new_execution_id, utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES
@@ -145,7 +147,7 @@ class Enqueuer:
                     dedupe_window=dedupe_window,
                 )
         except Exception as error:
-            if is_transient(error):
+            if is_transient(error) and not isinstance(error, NEVER_SENT):
                 await _maybe_stored(new, error)
             raise
         if self.hooks.wants("on_enqueued"):
@@ -223,22 +225,34 @@ async def _unpublished(
     )
 
 
+# Errors raised before the write left this process: nothing can have been applied.
+NEVER_SENT = (ServerSelectionTimeoutError, WaitQueueTimeoutError)
+# The marking is a courtesy to the next enqueue: it must not double the time a failing
+# enqueue takes to fail.
+MARKING_TIMEOUT_SECONDS = 2.0
+
+
 async def _maybe_stored(new: NewExecution, error: BaseException) -> None:
     """The write of ``new`` failed in a way that may have applied it (a write concern not
     met, the reply lost with the connection). Stored and unmarked, it would wait in
     ``queued`` with no message until the sweeper presumes it orphaned, and an enqueue of the
     task tried again meanwhile would take it for an active duplicate and publish nothing.
-    Marked as a publish not confirmed, that enqueue publishes it, and the sweeper does soon."""
+    Marked as a publish not confirmed, that enqueue publishes it, and the sweeper does soon.
+
+    Best effort: a write still running on the server when the marking arrives (its reply
+    lost, not its request) is stored unmarked, as is one whose marking fails; the sweeper's
+    ``republish_after`` covers those."""
     now = utcnow()
     try:
-        await connection.collection().update_one(
-            {
-                "taskId": new.task_id,
-                "executionId": new.execution_id,
-                "status": TaskStatus.QUEUED.value,
-            },
-            {"$set": {"publishUnconfirmedAt": now, "updatedAt": now}},
-        )
+        with pymongo.timeout(MARKING_TIMEOUT_SECONDS):
+            await connection.collection().update_one(
+                {
+                    "taskId": new.task_id,
+                    "executionId": new.execution_id,
+                    "status": TaskStatus.QUEUED.value,
+                },
+                {"$set": {"publishUnconfirmedAt": now, "updatedAt": now}},
+            )
     except Exception as marking:
         if not is_store_error(marking):
             raise

@@ -9,7 +9,7 @@ import inspect
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -147,8 +147,9 @@ def store_failure(
     ``error`` until the block ends, or only the first ``times`` calls. For testing how code
     meets a transient error (``AutoReconnect``) or a permanent one (``WriteError``).
 
-    ``applied``: each failing operation is carried out first and then raises, as a write
-    whose write concern was not met, or whose reply was lost with the connection, does."""
+    ``applied``: each failing write is carried out first and then raises, as a write whose
+    write concern was not met, or whose reply was lost with the connection, does (a read,
+    ``find`` or ``aggregate``, just raises)."""
     if not connection.is_in_memory():
         raise RuntimeError("store_failure() works on the in-memory MongoDB only")
     names = list(methods)
@@ -164,7 +165,9 @@ def store_failure(
                     return original(*args, **kwargs)
                 left["calls"] -= 1
             if applied:
-                return _then_raise(original(*args, **kwargs), error)
+                result = original(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    return _then_raise(result, error)
             raise error
 
         return fail
@@ -178,9 +181,8 @@ def store_failure(
             setattr(AsyncMongoMockCollection, name, original)
 
 
-async def _then_raise(operation: Any, error: BaseException) -> Any:
-    if inspect.isawaitable(operation):
-        await operation
+async def _then_raise(operation: Awaitable[Any], error: BaseException) -> Any:
+    await operation
     raise error
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import structlog
 from pymongo.errors import PyMongoError
 
-from tracker.clock import as_utc
+from tracker.clock import as_utc, iso_utc
 from tracker.operations.actors import Actor
 from tracker.operations.pages import DEFAULT_LIMIT, Order, Page, count, fetch
 from tracker.operations.redaction import redact
@@ -237,7 +237,7 @@ def _detail(value: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return as_utc(value).isoformat()
+        return iso_utc(value)
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     return str(value)

@@ -6,6 +6,7 @@ redacted. Each model has a ``of`` that builds it from what the operations layer 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
@@ -203,14 +204,14 @@ class Reason(Schema):
 
 
 class ReplayChoice(Schema):
-    """What a replay runs: a group; a queue with category, status and time range; tasks or
-    executions."""
+    """What a replay runs: a group; a queue with category, status and time range (kept to the
+    microsecond, as asked: plain ``datetime``, not ``Timestamp``); tasks or executions."""
 
     group_id: str | None = Field(default=None, min_length=1, max_length=512)
     queue: str | None = Field(default=None, min_length=1, max_length=200)
     status: Literal["dlq", "failed", "archived", "completed"] | None = None
-    since: Timestamp | None = None
-    until: Timestamp | None = None
+    since: datetime | None = None
+    until: datetime | None = None
     task_ids: list[str] = Field(default_factory=list, max_length=10_000)
     execution_ids: list[str] = Field(default_factory=list, max_length=10_000)
     category: ErrorCategory | None = None
