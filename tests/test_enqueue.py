@@ -3,9 +3,12 @@ hold, and never let a caller's value become a query operator."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
+from mongomock_motor import AsyncMongoMockCollection
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
@@ -263,9 +266,10 @@ async def test_a_creation_that_cannot_be_marked_either_is_logged_for_the_sweeper
     # Then: the first error is raised, and the execution left unmarked is named
     [stored] = await TaskTracker.find({"taskId": task_id}).to_list()
     assert stored.publish_unconfirmed_at is None
-    [warning] = [e for e in logs if "may be stored unpublished" in e["event"]]
+    [warning] = [e for e in logs if "stored unpublished" in e["event"]]
     assert warning["execution_id"] == stored.execution_id
-    assert "WriteConcernError" in warning["error"]
+    assert "WriteConcernError" in warning["cause"]
+    assert "AutoReconnect" in warning["error"]
 
 
 @needs_in_memory
@@ -290,7 +294,49 @@ async def test_a_creation_that_never_left_the_process_is_not_marked(
             await pub.enqueue(queue, {"n": 1}, task_id=f"{queue}:unsent")
 
     # Then: the error as it was, no second wait for MongoDB, no warning
-    assert not [e for e in logs if "may be stored unpublished" in e["event"]]
+    assert not [e for e in logs if "stored unpublished" in e["event"]]
+
+
+@needs_in_memory
+async def test_an_enqueue_cancelled_while_its_execution_is_written_leaves_it_marked(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: the creation's write waits until the test lets it go on
+    queue = await broker.new_queue()
+    task_id = f"{queue}:cancelled"
+    written, go_on = asyncio.Event(), asyncio.Event()
+    bulk_write = AsyncMongoMockCollection.bulk_write
+
+    async def held(self: Any, *args: Any, **kwargs: Any) -> Any:
+        written.set()
+        await go_on.wait()
+        return await bulk_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncMongoMockCollection, "bulk_write", held)
+    async with tracker.Publisher(broker.url) as pub:
+        enqueue = asyncio.ensure_future(pub.enqueue(queue, {"n": 1}, task_id=task_id))
+        await written.wait()
+        # When: its caller gives up while the write is on its way, and the write lands
+        enqueue.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await enqueue
+        go_on.set()
+        stored = await _marked(task_id)
+        again = await pub.enqueue(queue, {"n": 1}, task_id=task_id)
+
+    # Then: the stored execution was marked, and the next enqueue published it
+    assert again.execution_id == stored.execution_id
+    await broker.wait_depth(queue, 1)
+
+
+async def _marked(task_id: str) -> TaskTracker:
+    """The task's execution once it is marked ``publishUnconfirmedAt`` (within 10 s)."""
+    async with asyncio.timeout(10):
+        while True:
+            found = await TaskTracker.find({"taskId": task_id}).to_list()
+            if found and found[0].publish_unconfirmed_at is not None:
+                return found[0]
+            await asyncio.sleep(0.02)
 
 
 HOSTILE_IDS: list[Any] = [{"$ne": None}, ["a"], 42, "", "x" * 600, "a\x00b", "\ud800"]

@@ -140,6 +140,25 @@ async def test_a_request_cancelled_before_its_batch_leaves_is_not_written() -> N
     assert write.batches == [[0], [2]]
 
 
+async def test_a_request_cancelled_in_flight_is_written_and_its_result_handed_over() -> None:
+    # Given: a batch of three in flight, one refused alone
+    abandoned: list[tuple[int, int]] = []
+    write = Recorder(fail={2: WriteError("refused", 121)}, pause=0.05)
+    group: GroupCommit[int, int] = GroupCommit(
+        write, on_abandoned=lambda request, result: abandoned.append((request, result))
+    )
+    submitted = [asyncio.ensure_future(group.submit(n)) for n in range(3)]
+    await asyncio.sleep(0.01)
+    # When: the first and the refused one give up while the batch is written
+    submitted[0].cancel()
+    submitted[2].cancel()
+    # Then: the batch is written whole; the stored result nobody awaits is handed over,
+    # the refusal is not (nothing was stored), the others get theirs
+    assert await submitted[1] == 2
+    assert write.batches == [[0, 1, 2]]
+    assert abandoned == [(0, 0)]
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=40), st.integers(1, 9))
 def test_any_arrival_pattern_answers_every_request_once(

@@ -3,6 +3,7 @@ message on a ``Transport`` with the broker's confirm, and settle a publish that 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -73,7 +74,10 @@ class Enqueuer:
         self.max_payload_bytes = max_payload_bytes
         self._declared: set[str] = set()
         # The executions of concurrent enqueues are created together.
-        self.creations: GroupCommit[NewExecution, Created] = GroupCommit(create_executions)
+        self.creations: GroupCommit[NewExecution, Created] = GroupCommit(
+            create_executions, on_abandoned=self._abandoned
+        )
+        self._markings: set[asyncio.Task[None]] = set()
 
     async def enqueue(
         self,
@@ -148,7 +152,7 @@ class Enqueuer:
                 )
         except Exception as error:
             if is_transient(error) and not isinstance(error, NEVER_SENT):
-                await _maybe_stored(new, error)
+                await _maybe_stored(new, describe(error))
             raise
         if self.hooks.wants("on_enqueued"):
             await self.hooks.run("on_enqueued", queue, created.execution, created.deduplicated)
@@ -174,6 +178,18 @@ class Enqueuer:
             max_retries=stored.get("maxRetries"),
         )
         return result, message, resend
+
+    def _abandoned(self, new: NewExecution, created: Created) -> None:
+        """An enqueue cancelled (its caller's timeout) while its execution was written: the
+        execution is stored and nobody will publish it; marked, the next enqueue of the task
+        does, and the sweeper soon."""
+        if created.deduplicated:
+            return
+        marking = asyncio.get_running_loop().create_task(
+            _maybe_stored(new, "the enqueue was cancelled while its execution was written")
+        )
+        self._markings.add(marking)
+        marking.add_done_callback(self._markings.discard)
 
     async def enqueue_again(
         self,
@@ -232,12 +248,13 @@ NEVER_SENT = (ServerSelectionTimeoutError, WaitQueueTimeoutError)
 MARKING_TIMEOUT_SECONDS = 2.0
 
 
-async def _maybe_stored(new: NewExecution, error: BaseException) -> None:
-    """The write of ``new`` failed in a way that may have applied it (a write concern not
-    met, the reply lost with the connection). Stored and unmarked, it would wait in
-    ``queued`` with no message until the sweeper presumes it orphaned, and an enqueue of the
-    task tried again meanwhile would take it for an active duplicate and publish nothing.
-    Marked as a publish not confirmed, that enqueue publishes it, and the sweeper does soon.
+async def _maybe_stored(new: NewExecution, cause: str) -> None:
+    """The write of ``new`` may have been applied, and no message will follow it (``cause``:
+    a write concern not met, the reply lost with the connection, the enqueue cancelled).
+    Stored and unmarked, it would wait in ``queued`` with no message until the sweeper
+    presumes it orphaned, and an enqueue of the task tried again meanwhile would take it for
+    an active duplicate and publish nothing. Marked as a publish not confirmed, that enqueue
+    publishes it, and the sweeper does soon.
 
     Best effort: a write still running on the server when the marking arrives (its reply
     lost, not its request) is stored unmarked, as is one whose marking fails; the sweeper's
@@ -257,11 +274,12 @@ async def _maybe_stored(new: NewExecution, error: BaseException) -> None:
         if not is_store_error(marking):
             raise
         log.warning(
-            "enqueue failed and its execution may be stored unpublished: the sweeper "
-            "publishes it once it waited too long",
+            "an enqueue that did not finish may have left its execution stored unpublished: "
+            "the sweeper publishes it once it waited too long",
             task_id=new.task_id,
             execution_id=new.execution_id,
-            error=describe(error),
+            cause=cause,
+            error=describe(marking),
         )
 
 

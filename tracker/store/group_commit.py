@@ -8,7 +8,8 @@ larger the batches, and the round trips per message fall as the load rises.
 
 Each submitter gets its own result or its own error; an error of the whole batch (MongoDB
 unreachable) is every submitter's error. A submitter cancelled before its batch leaves is
-taken out of it.
+taken out of it; one cancelled while its batch is in flight is written all the same, and
+its result goes to ``on_abandoned`` (nobody else will see it).
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ DEFAULT_MAX_BATCH = 128
 
 class GroupCommit(Generic[Request, Result]):
     """Submits requests to ``write`` in batches of at most ``max_batch``, one batch at a
-    time; ``max_batch=1`` writes each request on its own."""
+    time; ``max_batch=1`` writes each request on its own. ``on_abandoned`` gets the request
+    and result of a write whose submitter was cancelled while it was in flight."""
 
     def __init__(
-        self, write: BatchWrite[Request, Result], max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        write: BatchWrite[Request, Result],
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_abandoned: Callable[[Request, Result], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self._write = write
+        self._on_abandoned = on_abandoned
         self.max_batch = max_batch
         self._waiting: list[tuple[Request, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -82,8 +88,10 @@ class GroupCommit(Generic[Request, Result]):
         if len(results) != len(batch):
             mismatch = RuntimeError(f"a batch of {len(batch)} returned {len(results)} results")
             results = [mismatch] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
+        for (request, future), result in zip(batch, results, strict=True):
             if future.done():
+                if self._on_abandoned is not None and not isinstance(result, BaseException):
+                    self._on_abandoned(request, result)
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
