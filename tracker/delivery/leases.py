@@ -38,6 +38,7 @@ class Heartbeat:
         self.lease = lease
         self.on_lost = on_lost
         self.lost = False
+        self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
         self._renewal: asyncio.Task[None] | None = None
 
@@ -46,6 +47,7 @@ class Heartbeat:
         self._timer = loop.call_later(self.lease / 3, self._beat)
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -67,6 +69,9 @@ class Heartbeat:
             # MongoDB may be back before the lease ends: keep trying at the usual pace.
             log.warning("lease renewal failed", error=str(error))
             held = True
+        if self._stopped:
+            # PyMongo may swallow the stop's cancellation and let the renewal complete.
+            return
         if held:
             self.start()
             return
