@@ -10,6 +10,7 @@ import contextlib
 import pytest
 
 from tracker.delivery import leases
+from tracker.service import cancelling as cancellation
 from tracker.service.periodic import Periodic
 
 
@@ -116,3 +117,31 @@ async def test_a_lease_renewal_that_swallows_the_stop_renews_no_more(
     # Then: no renewal after it, and no lost claim reported
     assert renewals == ["e1"]
     assert lost == []
+
+
+async def test_tasks_that_swallow_cancellations_are_cancelled_until_they_end() -> None:
+    # Given: tasks that swallow one, two or no cancellations, and one that fails when cancelled
+    swallowed: list[int] = []
+
+    async def stubborn(times: int) -> None:
+        for _ in range(times):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(60)
+            swallowed.append(times)
+        await asyncio.sleep(60)
+
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    tasks = [asyncio.ensure_future(stubborn(n)) for n in (0, 1, 2)]
+    tasks.append(asyncio.ensure_future(failing()))
+    await asyncio.sleep(0)
+    # When
+    await asyncio.wait_for(cancellation.cancel_and_wait(tasks), STOP_BOUND_SECONDS)
+    # Then: every one ended; the failure stays in its task, retrieved, not raised here
+    assert all(task.done() for task in tasks)
+    assert sorted(swallowed) == [1, 2, 2]
+    assert isinstance(tasks[-1].exception(), RuntimeError)

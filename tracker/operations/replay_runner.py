@@ -33,6 +33,7 @@ from tracker.operations.replay_jobs import (
     recount,
 )
 from tracker.operations.republish import Publish
+from tracker.service.cancelling import cancel_and_wait
 from tracker.service.periodic import Periodic
 from tracker.store import connection
 from tracker.store.errors import describe
@@ -121,10 +122,7 @@ class ReplayRunner(Periodic):
         """Stop looking for jobs and stop the jobs running here; their leases are released
         so that another runner takes them over at once."""
         await super().stop()
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._running.values()))
         for job_id, token in list(self._tokens.items()):
             with contextlib.suppress(PyMongoError):
                 await self._release(job_id, token)

@@ -29,6 +29,7 @@ from tracker.errors import ConfigurationError, HandlerInterrupt
 from tracker.middleware import Middleware
 from tracker.observability import MetricsMiddleware, QueueStatsCollector, TrackerMetrics
 from tracker.operations.replays import ReplayRunner
+from tracker.service.cancelling import cancel_and_wait
 from tracker.service.deadlines import DeadlineListener, DeadlineMiddleware
 from tracker.service.memory import freeze_startup_objects
 from tracker.service.sweeper import Sweeper
@@ -251,7 +252,7 @@ class Service:
             )
             if pending:
                 log.warning("cancelling unfinished handlers", count=len(pending))
-                await self._cancel(pending)
+                await cancel_and_wait(pending)
         await self._close()
         log.info("worker stopped", worker_id=self.worker_id)
 
@@ -263,12 +264,7 @@ class Service:
         for processor in self.processors.values():
             processor.release_on_cancel = False
         await self._close()
-        await self._cancel(set(self._in_flight))
-
-    async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(set(self._in_flight))
 
     async def _broker_connected(self) -> bool:
         return self._running and self._consuming and self.transport.is_open

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-# How long ``stop()`` waits before cancelling again a job that did not stop.
-RECANCEL_SECONDS = 0.5
+from tracker.service.cancelling import cancel_and_wait
 
 
 class Periodic:
     """Subclasses define ``tick()``; ``start()`` runs it now and then every ``interval``
     seconds until ``stop()``. An exception in a tick is the subclass's to handle.
 
-    PyMongo's async client now and then swallows a cancellation that arrives during an
-    operation, which then completes as if nothing had happened (about 2 in 100 cancels
-    of a ``count_documents`` against a server, measured). A job whose stop was swallowed
-    so would sleep and tick on, and ``stop()`` would wait for ever: so the job also stops
-    after any tick during which it was cancelled, and ``stop()`` cancels it again until it
-    has."""
+    A job whose stop PyMongo swallowed (``tracker.service.cancelling``) would sleep and tick
+    on, and ``stop()`` would wait for ever: so the job also ends after any tick during which
+    it was cancelled, and ``stop()`` cancels it again until it has."""
 
     name = "tracker-periodic"
 
@@ -34,15 +29,12 @@ class Periodic:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        task = self._task
+        task, self._task = self._task, None
         if task is None:
             return
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=RECANCEL_SECONDS)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._task = None
+        await cancel_and_wait([task])
+        if not task.cancelled():
+            task.result()  # a tick's own error, as before
 
     async def _run(self) -> None:
         this = asyncio.current_task()
