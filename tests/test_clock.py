@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import bson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.clock import as_utc, iso_utc, utcnow
+from tracker.clock import as_utc, iso_utc, random_uuid, utcnow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # From the epoch to the last millisecond of year 9999, the end of datetime's range.
@@ -77,3 +79,26 @@ def test_a_time_at_a_whole_second_keeps_its_fraction() -> None:
     assert iso_utc(whole) == "2026-11-29T22:09:29.000Z"
     assert iso_utc(whole) < iso_utc(whole + timedelta(milliseconds=61))
     assert iso_utc(datetime(999, 1, 2, 3, 4, 5, 6000)) == "0999-01-02T03:04:05.006Z"
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_a_random_uuid_reads_as_uuid4_would_write_it(random: bytes) -> None:
+    # Given: any 16 random bytes
+    with mock.patch("os.urandom", lambda size: random[:size]):
+        # When
+        text = random_uuid()
+    # Then: the text is canonical, and that of the version 4 UUID made of those bytes
+    assert text == str(uuid.UUID(bytes=random, version=4))
+    assert uuid.UUID(text).version == 4
+    assert uuid.UUID(text).variant == uuid.RFC_4122
+
+
+def test_random_uuids_do_not_repeat() -> None:
+    # Given / When
+    made = [random_uuid() for _ in range(10_000)]
+    # Then
+    assert len(set(made)) == len(made)
+    assert all(
+        re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", u)
+        for u in made
+    )

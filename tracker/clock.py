@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 
@@ -52,4 +52,14 @@ def seconds(value: float | timedelta) -> float:
 
 
 def new_execution_id() -> str:
-    return str(uuid.uuid4())
+    return random_uuid()
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID in its canonical text, as ``str(uuid.uuid4())`` writes it,
+    at a third of the cost: every claim and every enqueue takes one."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

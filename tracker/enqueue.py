@@ -4,7 +4,6 @@ message on a ``Transport`` with the broker's confirm, and settle a publish that 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -13,7 +12,7 @@ import pymongo
 import structlog
 from pymongo.errors import ServerSelectionTimeoutError, WaitQueueTimeoutError
 
-from tracker.clock import new_execution_id, utcnow
+from tracker.clock import new_execution_id, random_uuid, utcnow
 from tracker.constants import MAX_PAYLOAD_BYTES
 from tracker.delivery.envelope import (
     OutgoingMessage,
@@ -125,7 +124,7 @@ class Enqueuer:
         if task_id is not None:
             check_id(task_id, "task_id")
         new = NewExecution(
-            task_id or f"{queue}:{uuid.uuid4()}",
+            task_id or f"{queue}:{random_uuid()}",
             queue,
             payload,
             # Known before the write, so that a write which may have been applied can be

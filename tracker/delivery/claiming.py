@@ -6,7 +6,6 @@ reject bad input)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from tracker.clock import utcnow
+from tracker.clock import random_uuid, utcnow
 from tracker.consumer import TaskContext, TrackedConsumer, task_context
 from tracker.delivery.decision import Action, Decision, Sighting, decide
 from tracker.delivery.envelope import Envelope, InvalidMessage, OutgoingMessage, TaskMessage
@@ -150,7 +149,7 @@ class Claiming:
     ) -> Claimed | Decision:
         """A delivery with no tracker record (a plain producer): track it on arrival."""
         now = utcnow()
-        token = str(uuid.uuid4())
+        token = random_uuid()
         created = await create_execution(
             message.task_id,
             self.consumer.queue,

@@ -84,6 +84,9 @@ def _claimed_ids(envelope: Envelope) -> tuple[str | None, str | None]:
 
 def _identity(envelope: Envelope, task_id: str | None, execution_id: str | None) -> tuple[str, str]:
     headers = envelope.headers
+    # A tracked message names each id twice (header and property): the ids ``_claimed_ids``
+    # found usable need no second check.
+    usable = {task_id, execution_id}
     for name in (HEADER_TASK_ID, HEADER_EXECUTION_ID):
         raw = headers.get(name)
         if raw is None:
@@ -91,13 +94,13 @@ def _identity(envelope: Envelope, task_id: str | None, execution_id: str | None)
         text = _text(raw)
         if text is None:
             raise _Invalid(f"header {name} must be a non-empty string, got {_show(raw)}")
-        if problem := id_problem(text, f"header {name}"):
+        if text not in usable and (problem := id_problem(text, f"header {name}")):
             raise _Invalid(problem)
     for name, value in (
         ("correlation_id", envelope.correlation_id),
         ("message_id", envelope.message_id),
     ):
-        if value is not None and (problem := id_problem(value, name)):
+        if value is not None and value not in usable and (problem := id_problem(value, name)):
             raise _Invalid(problem)
     header_execution = _text(headers.get(HEADER_EXECUTION_ID))
     if header_execution and envelope.message_id and header_execution != envelope.message_id:

@@ -8,12 +8,18 @@ claims nor keeps dead ones; on the in-memory MongoDB they are this process's.
 from __future__ import annotations
 
 import functools
+import struct
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import bson
+from bson.raw_bson import RawBSONDocument
 
 from tracker.constants import DEFAULT_TIMEOUT_SECONDS, HISTORY_LIMIT
 from tracker.lifecycle import TaskStatus
 from tracker.store import connection
+from tracker.store.clock import NOW
 from tracker.store.transitions import history_entry
 
 P, Q = TaskStatus.PROCESSING, TaskStatus.QUEUED
@@ -75,8 +81,55 @@ def claim_write(
     only a claimable execution and leaves any other unmatched. Half the size of
     ``claim_pipeline`` and no condition per field, for a batch of claims whose documents are
     read back afterwards anyway."""
+    if isinstance(connection.server_clock().now(), str):
+        encoded = _encoded_claim(worker, lease, timeout, default_max_retries)
+        return encoded.condition, [{"$set": encoded.fields(token)}]
     claimable, claimed_fields = _template(worker, lease, timeout, default_max_retries)
     return {"$expr": claimable}, [{"$set": {**claimed_fields, "claimToken": token}}]
+
+
+_INT32 = struct.Struct("<i")
+
+
+@dataclass(frozen=True)
+class _EncodedClaim:
+    """A server's claim write, encoded as BSON once: every claim of a consumer sends the same
+    bytes but for its token, and encoding the expressions anew took two thirds of the
+    claim's encoding time. The bytes are those of the dictionaries ``claim_write`` builds
+    for the in-memory store."""
+
+    condition: dict[str, Any]
+    before_token: bytes
+    after_token: bytes
+
+    def fields(self, token: str) -> RawBSONDocument:
+        text = token.encode()
+        element = b"\x02claimToken\x00" + _INT32.pack(len(text) + 1) + text + b"\x00"
+        size = 4 + len(self.before_token) + len(element) + len(self.after_token) + 1
+        return RawBSONDocument(
+            _INT32.pack(size) + self.before_token + element + self.after_token + b"\x00"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_claim(
+    worker: str, lease: float, timeout: float | None, default_max_retries: int | None
+) -> _EncodedClaim:
+    claimable, claimed_fields = _claim_template(worker, lease, timeout, default_max_retries, NOW)
+    names = list(claimed_fields)
+    split = names.index("claimToken")
+    before = {name: claimed_fields[name] for name in names[:split]}
+    after = {name: claimed_fields[name] for name in names[split + 1 :]}
+    return _EncodedClaim(
+        condition={"$expr": RawBSONDocument(bson.encode(claimable))},
+        before_token=_elements(before),
+        after_token=_elements(after),
+    )
+
+
+def _elements(fields: dict[str, Any]) -> bytes:
+    """The BSON elements of ``fields``, without the document's length and terminator."""
+    return bson.encode(fields)[4:-1]
 
 
 def _template(

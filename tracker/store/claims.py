@@ -9,13 +9,13 @@ is refused by the token.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
 
+from tracker.clock import random_uuid
 from tracker.lifecycle import TaskStatus
 from tracker.models import TaskTracker
 from tracker.store import connection
@@ -156,7 +156,7 @@ async def _claim_one(request: ClaimRequest) -> Claim:
     query = await routed(request)
     if query is None:
         return Claim(document=None, token=None)
-    token = str(uuid.uuid4())
+    token = random_uuid()
     doc = await connection.collection().find_one_and_update(
         query,
         _claim_pipeline(request, token),
@@ -170,7 +170,7 @@ async def _claim_batch(batch: Sequence[ClaimRequest]) -> list[Claim | Exception]
     """Several claims in two round trips: one unordered bulk write of one update per
     execution (each filtered by its task, so each goes to one shard, and by being claimable),
     then one read of the documents, in which each claim's own token says whether it won."""
-    tokens = [str(uuid.uuid4()) for _ in batch]
+    tokens = [random_uuid() for _ in batch]
     queries = [await routed(request) for request in batch]
     operations = []
     written: list[int] = []
