@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 from aio_pika import DeliveryMode, Message
 from aiormq.exceptions import ChannelInvalidStateError
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from tracker.delivery.envelope import OutgoingMessage
-from tracker.rabbit.aio_transport import properties, publish
+from tracker.delivery.envelope import OutgoingMessage, task_message
+from tracker.rabbit.aio_transport import publish
+from tracker.rabbit.properties import TrackedProperties, properties
 
 HEADER_VALUES = st.one_of(st.text(max_size=20), st.integers(0, 10_000), st.booleans())
 
@@ -64,3 +66,73 @@ async def test_a_closed_channel_refuses_before_anything_is_written() -> None:
     message = OutgoingMessage("q", b"{}", {}, "e-1", "t-1")
     with pytest.raises(ChannelInvalidStateError):
         await publish(Closed(), message)  # type: ignore[arg-type]
+
+
+# Anything a header or property could hold, inside and outside what the tracker writes
+# itself: long and unencodable text, integers of any size, booleans, floats, nesting, None.
+ANY_TEXT = st.text(max_size=300) | st.just("\ud800")
+ANY_HEADER = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+# What the tracker's own messages hold: names and texts of any characters, small integers.
+TRACKED_HEADERS = st.dictionaries(
+    st.text(max_size=70), st.text(max_size=40) | st.integers(-200, 200), max_size=8
+)
+
+
+def _marshalled(props: Basic.Properties) -> bytes | type[BaseException]:
+    try:
+        return props.marshal()
+    except Exception as error:
+        return type(error)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            "content_type": ANY_TEXT,
+            "headers": st.dictionaries(ANY_TEXT, ANY_HEADER, max_size=6) | TRACKED_HEADERS,
+            "delivery_mode": st.sampled_from([1, 2]),
+            "priority": st.integers(0, 255),
+            "correlation_id": ANY_TEXT,
+            "expiration": ANY_TEXT,
+            "message_id": ANY_TEXT,
+            "app_id": ANY_TEXT,
+            "reply_to": ANY_TEXT,
+        },
+    )
+)
+@example(fields={"headers": {"\U0001f600" * 40: "a name of 160 bytes, truncated by pamqp"}})
+def test_the_tracked_encoding_writes_what_pamqp_writes_or_leaves_it_to_pamqp(
+    fields: dict[str, Any],
+) -> None:
+    # Given: the same properties, encoded by the tracker and by pamqp alone
+    ours = TrackedProperties(**fields)
+    theirs = Basic.Properties(**fields)
+    # When / Then: the same bytes, or the same error
+    assert _marshalled(ours) == _marshalled(theirs)
+
+
+def test_a_tracked_message_is_written_by_the_tracker_itself(monkeypatch: Any) -> None:
+    # Given: a tracked message's properties, pamqp's generic encoding unavailable
+    message = task_message(
+        "q", b"{}", task_id="t-1", execution_id="e-1", retry_count=3, max_retries=5
+    )
+    expected = Basic.Properties.marshal(properties(message))
+
+    def refuse(self: Basic.Properties) -> bytes:
+        raise AssertionError("left to pamqp")
+
+    monkeypatch.setattr(Basic.Properties, "marshal", refuse)
+    # When / Then
+    assert properties(message).marshal() == expected

@@ -8,13 +8,11 @@ import asyncio
 import contextlib
 
 import aiormq
-from aio_pika import DeliveryMode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractQueue,
 )
-from pamqp.commands import Basic
 
 from tracker.consumer import QueueRules
 from tracker.delivery.envelope import Envelope, OutgoingMessage
@@ -23,6 +21,7 @@ from tracker.rabbit.acks import ChannelAcks
 from tracker.rabbit.consuming import AnyDelivery, Deliveries, delivery_fields, delivery_tag
 from tracker.rabbit.failover import FailoverConnection, connect_failover
 from tracker.rabbit.nodes import OnFailover, parse_urls, redact_all
+from tracker.rabbit.properties import properties
 from tracker.rabbit.topology import (
     DEFAULT_DELIVERY_LIMIT,
     QueueSpec,
@@ -68,20 +67,6 @@ async def publish(
         properties=properties(message),
         mandatory=True,
         timeout=timeout,
-    )
-
-
-def properties(message: OutgoingMessage) -> Basic.Properties:
-    """The AMQP properties of ``message``, persistent; its expiration in milliseconds."""
-    expiration = None if message.expiration is None else str(int(message.expiration * 1000))
-    return Basic.Properties(
-        content_type=message.content_type,
-        correlation_id=message.correlation_id,
-        delivery_mode=DeliveryMode.PERSISTENT.value,
-        expiration=expiration,
-        headers=message.headers,
-        message_id=message.message_id,
-        priority=0,  # aio-pika's Message always sent it: a Node consumer reads 0, not nothing
     )
 
 

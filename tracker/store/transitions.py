@@ -13,6 +13,7 @@ callers do not change when several deliveries' outcomes are written together.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -184,11 +185,16 @@ async def _query(change: Transition) -> dict[str, Any] | TrackerError:
     query: dict[str, Any] = {
         "taskId": task_id,
         "executionId": change.execution_id,
-        "status": {"$in": sorted(status.value for status in sources(target))},
+        "status": {"$in": list(_statuses_entering(target))},
     }
     if change.claim_token is not None:
         query["claimToken"] = change.claim_token
     return query
+
+
+@functools.cache
+def _statuses_entering(target: TaskStatus) -> tuple[str, ...]:
+    return tuple(sorted(status.value for status in sources(target)))
 
 
 def _update(change: Transition) -> dict[str, Any]:
