@@ -58,6 +58,19 @@ def test_the_encoded_claim_sends_the_bytes_of_the_dictionaries(
     assert bson.encode({"u": update}) == bson.encode({"u": expected_update})
 
 
+def test_a_claim_keeps_the_types_it_was_given_whatever_came_before() -> None:
+    # Given: a consumer's timeout and retries as an int, then as a float and a bool
+    given = [(30, 1), (30.0, True), (30, 1)]
+    with mock.patch.object(connection, "server_clock", return_value=ServerClock(False)):
+        for timeout, retries in given:
+            # When
+            _, update = claim_pipeline.claim_write("t", "w", 30.0, timeout, retries)
+            # Then: each is written as given, not as the first equal one cached
+            claimed = bson.decode(bson.encode({"u": update}))["u"][0]["$set"]
+            assert type(claimed["timeoutSeconds"]) is type(timeout)
+            assert type(claimed["maxRetries"]["$ifNull"][1]) is type(retries)
+
+
 @pytest.fixture(scope="module")
 def standin() -> Iterator[StandIn]:
     with StandIn() as server:

@@ -181,3 +181,16 @@ def test_the_rejection_id_follows_the_message_id_or_the_content() -> None:
     assert rejection_id(a) != rejection_id(Envelope("other", b"x", {}, message_id="m-1"))
     anonymous = Envelope("q", b"x", {"h": 1})
     assert rejection_id(anonymous) != rejection_id(Envelope("q", b"x", {"h": 2}))
+
+
+@pytest.mark.parametrize("odd", [["t:1"], 5, {"$ne": None}, b"t:1"])
+@pytest.mark.parametrize("field", ["correlation_id", "message_id"])
+def test_an_id_property_that_is_no_string_is_a_reason_not_an_error(odd: Any, field: str) -> None:
+    # Given: a transport that hands over an id property of another type (a list cannot even
+    # be hashed), beside a usable task id
+    envelope = Envelope("q", b"{}", {HEADER_TASK_ID: "t:1"}, **{field: odd})
+    # When
+    message = read(envelope)
+    # Then
+    assert isinstance(message, InvalidMessage)
+    assert f"{field} must be a string" in message.reason

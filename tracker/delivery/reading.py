@@ -100,7 +100,9 @@ def _identity(envelope: Envelope, task_id: str | None, execution_id: str | None)
         ("correlation_id", envelope.correlation_id),
         ("message_id", envelope.message_id),
     ):
-        if value is not None and value not in usable and (problem := id_problem(value, name)):
+        if value is None or (type(value) is str and value in usable):
+            continue
+        if problem := id_problem(value, name):
             raise _Invalid(problem)
     header_execution = _text(headers.get(HEADER_EXECUTION_ID))
     if header_execution and envelope.message_id and header_execution != envelope.message_id:

@@ -83,7 +83,7 @@ def claim_write(
     read back afterwards anyway."""
     if isinstance(connection.server_clock().now(), str):
         encoded = _encoded_claim(worker, lease, timeout, default_max_retries)
-        return encoded.condition, [{"$set": encoded.fields(token)}]
+        return {"$expr": encoded.claimable}, [{"$set": encoded.fields(token)}]
     claimable, claimed_fields = _template(worker, lease, timeout, default_max_retries)
     return {"$expr": claimable}, [{"$set": {**claimed_fields, "claimToken": token}}]
 
@@ -98,7 +98,7 @@ class _EncodedClaim:
     claim's encoding time. The bytes are those of the dictionaries ``claim_write`` builds
     for the in-memory store."""
 
-    condition: dict[str, Any]
+    claimable: RawBSONDocument
     before_token: bytes
     after_token: bytes
 
@@ -111,7 +111,8 @@ class _EncodedClaim:
         )
 
 
-@functools.lru_cache(maxsize=64)
+# Typed: 30 and 30.0 are stored as an int and a double, as the caller gave them.
+@functools.lru_cache(maxsize=64, typed=True)
 def _encoded_claim(
     worker: str, lease: float, timeout: float | None, default_max_retries: int | None
 ) -> _EncodedClaim:
@@ -121,7 +122,7 @@ def _encoded_claim(
     before = {name: claimed_fields[name] for name in names[:split]}
     after = {name: claimed_fields[name] for name in names[split + 1 :]}
     return _EncodedClaim(
-        condition={"$expr": RawBSONDocument(bson.encode(claimable))},
+        claimable=RawBSONDocument(bson.encode(claimable)),
         before_token=_elements(before),
         after_token=_elements(after),
     )
@@ -179,4 +180,4 @@ def _build_claim_template(
     return claimable, claimed_fields
 
 
-_claim_template = functools.lru_cache(maxsize=64)(_build_claim_template)
+_claim_template = functools.lru_cache(maxsize=64, typed=True)(_build_claim_template)
