@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+import bson.tz_util
 import pytest
 from mongomock_motor import AsyncMongoMockCollection
 
@@ -203,3 +205,41 @@ async def test_healthz_reports_mongodb_and_rabbitmq(broker: Broker) -> None:
         assert b'"rabbitmq": false' in body
     finally:
         await health.stop()
+
+
+ZONES = [None, bson.tz_util.utc, UTC, timezone(timedelta(hours=2)), timezone(-timedelta(hours=11))]
+
+
+@pytest.mark.parametrize("enqueued_zone", ZONES)
+@pytest.mark.parametrize("claimed_zone", ZONES)
+async def test_the_queue_wait_is_the_time_between_enqueue_and_claim_in_any_zone(
+    enqueued_zone: tzinfo | None, claimed_zone: tzinfo | None
+) -> None:
+    # Given: an execution enqueued 5.25 s before its claim, each time stored in a zone of its
+    # own (naive: UTC, as MongoDB returns it; bson's utc: as a tz-aware client reads it)
+    metrics = TrackerMetrics()
+    middleware = MetricsMiddleware(metrics)
+    claimed = datetime(2026, 11, 30, 1, 0, 5, 250_000, tzinfo=UTC)
+    enqueued = claimed - timedelta(seconds=5.25)
+
+    def stored(moment: datetime, zone: tzinfo | None) -> datetime:
+        return moment.replace(tzinfo=None) if zone is None else moment.astimezone(zone)
+
+    task = TaskContext(
+        payload=None,
+        task_id="t",
+        execution_id="e",
+        retry_count=0,
+        max_retries=3,
+        queue="wait-q",
+        metadata={},
+        record={
+            "enqueuedAt": stored(enqueued, enqueued_zone),
+            "processingStartedAt": stored(claimed, claimed_zone),
+        },
+    )
+    # When
+    await middleware.after_claim(task)
+    # Then
+    assert value(metrics, "tracker_queue_wait_seconds_count", queue="wait-q") == 1
+    assert value(metrics, "tracker_queue_wait_seconds_sum", queue="wait-q") == 5.25
