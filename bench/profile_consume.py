@@ -1,7 +1,9 @@
-"""Profile the tracked consume phase: ``python -m bench.profile_consume [--messages N] [--py-spy]``.
+"""Profile a tracked phase: ``python -m bench.profile_consume [--messages N] [--py-spy]
+[--phase enqueue]``.
 
 The same round as ``bench.run`` (warm-up first), with the profiler on from the first delivery
-of the tracked consume phase to its last settled one, and off everywhere else. cProfile
+of the tracked consume phase to its last settled one (``--phase enqueue``: over the tracked
+enqueue calls), and off everywhere else. cProfile
 (default) gives exact call counts, self and cumulative times, inflated by its own overhead on
 every Python call; ``--py-spy`` samples the process instead (``py-spy record``, 200 Hz,
 blocking), unbiased but statistical. Both print the top entries by self and cumulative time
@@ -82,7 +84,8 @@ class PySpy:
 
 def render(sampler: str, data: Path, facts: dict[str, Any], rate: int) -> str:
     messages = int(facts["messages"])
-    header = [f"# Profile of the tracked consume phase ({sampler})", ""]
+    phase = facts.get("phase", "consume")
+    header = [f"# Profile of the tracked {phase} phase ({sampler})", ""]
     if "rate" in facts:
         header += [
             f"{messages:,} messages; while profiled the phase ran at {facts['rate']:,.0f} "
@@ -99,11 +102,16 @@ def render(sampler: str, data: Path, facts: dict[str, Any], rate: int) -> str:
 
 
 async def record(
-    messages: int, sampler: str, data: Path, rate: int, standin: bool = False
+    messages: int,
+    sampler: str,
+    data: Path,
+    rate: int,
+    standin: bool = False,
+    phase_name: str = "consume",
 ) -> dict[str, Any]:
-    """Run a warm-up round, then a round whose tracked consume phase is profiled into
-    ``data`` (the MongoDB stand-in's process instead of this one when ``standin``); the facts
-    of that phase."""
+    """Run a warm-up round, then a round whose tracked ``phase_name`` phase ("consume" or
+    "enqueue") is profiled into ``data`` (the MongoDB stand-in's process instead of this one
+    when ``standin``); the facts of that phase."""
     options = parse([], {**os.environ, "BENCH_MESSAGES": str(messages), "BENCH_PEERS": "0"})
     configure_logging("json", "WARNING")
     for name in ("TRACKER_HTTP_PORT", "TRACKER_METRICS_PORT"):
@@ -135,7 +143,9 @@ async def record(
             _say(f"warm-up round: {options.warmup:,} messages")
             await bench.measured_round(0, options.warmup, check_load=False)
             _say(f"profiled round ({sampler}): {options.messages:,} messages")
-            done = await bench.measured_round(1, options.messages, on_first=on, on_last=off)
+            done = await bench.measured_round(
+                1, options.messages, on_first=on, on_last=off, profiled=phase_name
+            )
         finally:
             await tracker.disconnect()
             await bench.scratch.delete_all()
@@ -143,8 +153,9 @@ async def record(
         profiler.dump_stats(str(data))
     if spy is not None:
         spy.wait()
-    phase = done.tracked_consume
+    phase = done.tracked_enqueue if phase_name == "enqueue" else done.tracked_consume
     return {
+        "phase": phase_name,
         "messages": phase.messages,
         "rate": phase.rate,
         "cpu_us": phase.cpu_us,
@@ -165,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sample the MongoDB stand-in's process instead of the consumer's (implies --py-spy)",
     )
     parser.add_argument(
+        "--phase",
+        choices=("consume", "enqueue"),
+        default="consume",
+        help="the tracked phase to profile: the worker's consume (default) or the enqueue calls",
+    )
+    parser.add_argument(
         "--from",
         dest="source",
         type=Path,
@@ -173,13 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sampler = "py-spy" if args.py_spy or args.standin else "cprofile"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "profile-standin" if args.standin else "profile-consume"
+    name = f"profile-{args.phase}"
+    if args.standin:
+        name = "profile-standin" + ("" if args.phase == "consume" else f"-{args.phase}")
     data = args.source or RESULTS / (f"{name}.pyspy.txt" if sampler == "py-spy" else f"{name}.prof")
     sidecar = data.with_suffix(".json")
     if args.source is None:
         try:
             facts = event_loop.run(
-                record(args.messages, sampler, data, args.rate, args.standin),
+                record(args.messages, sampler, data, args.rate, args.standin, args.phase),
                 Settings.from_env().event_loop,
             )
         except Disturbed as exc:

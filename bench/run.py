@@ -80,6 +80,7 @@ class Bench:
         on_first: Callable[[], None] | None = None,
         on_last: Callable[[], None] | None = None,
         check_load: bool = True,
+        profiled: str = "consume",
     ) -> Round:
         """``round``, run again (at most ``options.attempts`` in all) while something else disturbs
         it: a connection closed by the broker, a redelivery, an outcome other than
@@ -92,7 +93,7 @@ class Bench:
             mark = len(self.disturbances.seen)
             error: BaseException | None = None
             try:
-                done = await self.round(number, messages, on_first, on_last)
+                done = await self.round(number, messages, on_first, on_last, profiled)
             except Exception as exc:
                 if not self.disturbances.since(mark):
                     raise
@@ -120,7 +121,10 @@ class Bench:
         messages: int,
         on_first: Callable[[], None] | None = None,
         on_last: Callable[[], None] | None = None,
+        profiled: str = "consume",
     ) -> Round:
+        """One round; ``on_first`` and ``on_last`` mark the edges of the tracked phase named
+        by ``profiled`` ("consume" or "enqueue")."""
         o, probe = self.options, self.probe
         url, c, timeout = o.amqp_url, o.concurrency, o.timeout
         queue = self.scratch.name(f"bare-r{number}")
@@ -131,9 +135,14 @@ class Bench:
 
         queue = self.scratch.name(f"tracked-r{number}")
         self.scratch.own(tracked_queues(queue))
-        enqueued = await tracked_enqueue(url, queue, messages, c, probe, self.commands)
+        edges, unmarked = (on_first, on_last), (None, None)
+        enqueue_edges = edges if profiled == "enqueue" else unmarked
+        consume_edges = edges if profiled == "consume" else unmarked
+        enqueued = await tracked_enqueue(
+            url, queue, messages, c, probe, self.commands, *enqueue_edges
+        )
         worked = await tracked_consume(
-            url, queue, messages, c, probe, self.commands, timeout, on_first, on_last
+            url, queue, messages, c, probe, self.commands, timeout, *consume_edges
         )
         await self.scratch.delete(tracked_queues(queue))
         return Round(number, published, enqueued, consumed, worked)

@@ -33,9 +33,12 @@ async def tracked_enqueue(
     concurrency: int,
     probe: Probe,
     commands: CommandCounter,
+    on_first: Callable[[], None] | None = None,
+    on_last: Callable[[], None] | None = None,
 ) -> Phase:
     """``messages`` ``Publisher.enqueue`` calls with distinct task ids and 100-byte payloads,
-    ``concurrency`` at once."""
+    ``concurrency`` at once; ``on_first`` / ``on_last`` run at the edges of the timed calls
+    (a profiler's switch)."""
     payloads = [payload(i) for i in range(messages)]
     deduplicated = 0
     async with tracker.Publisher(amqp_url) as publisher:
@@ -46,9 +49,13 @@ async def tracked_enqueue(
             deduplicated += result.deduplicated
 
         before = commands.snapshot()
+        if on_first is not None:
+            on_first()
         start = probe.read()
         await run_limited(messages, concurrency, enqueue)
         end = probe.read()
+        if on_last is not None:
+            on_last()
         sent = since(before, commands.snapshot())
     return Phase(messages, Window.between(start, end), sent, deduplicated=deduplicated)
 
