@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import operator
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from aio_pika import DeliveryMode
 from pamqp import encode
@@ -50,28 +52,11 @@ class TrackedProperties(Basic.Properties):
                 raise _Generic
         flags = 0
         parts = []
-        # In the order of the specification (``Basic.Properties.__slots__``).
-        if _present(self.content_type):
-            flags |= 0x8000
-            parts.append(_short_string(self.content_type))
-        if _present(self.headers):
-            flags |= 0x2000
-            parts.append(_table(self.headers))
-        if _present(self.delivery_mode):
-            flags |= 0x1000
-            parts.append(_octet(self.delivery_mode))
-        if _present(self.priority):
-            flags |= 0x0800
-            parts.append(_octet(self.priority))
-        if _present(self.correlation_id):
-            flags |= 0x0400
-            parts.append(_short_string(self.correlation_id))
-        if _present(self.expiration):
-            flags |= 0x0100
-            parts.append(_short_string(self.expiration))
-        if _present(self.message_id):
-            flags |= 0x0080
-            parts.append(_short_string(self.message_id))
+        for name, flag, encoder in _WRITTEN:
+            value = getattr(self, name)
+            if _present(value):
+                flags |= flag
+                parts.append(encoder(value))
         return _FLAGS.pack(flags) + b"".join(parts)
 
 
@@ -136,6 +121,22 @@ def _field_name(name: object) -> bytes:
         if len(_field_names) < 64:
             _field_names[name] = encoded
     return encoded
+
+
+# What a tracked message sets, in the specification's order (``Basic.Properties.__slots__``),
+# with its flag bit and its encoder.
+_WRITTEN: tuple[tuple[str, int, Callable[[Any], bytes]], ...] = tuple(
+    (name, Basic.Properties.flags[name], encoder)
+    for name, encoder in (
+        ("content_type", _short_string),
+        ("headers", _table),
+        ("delivery_mode", _octet),
+        ("priority", _octet),
+        ("correlation_id", _short_string),
+        ("expiration", _short_string),
+        ("message_id", _short_string),
+    )
+)
 
 
 def properties(message: OutgoingMessage) -> Basic.Properties:
