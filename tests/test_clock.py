@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.clock import as_utc, iso_utc, random_uuid, utcnow
+from tracker.clock import as_utc, aware, iso_utc, random_uuid, utcnow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # From the epoch to the last millisecond of year 9999, the end of datetime's range.
@@ -102,3 +102,14 @@ def test_random_uuids_do_not_repeat() -> None:
         re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", u)
         for u in made
     )
+
+
+@given(st.datetimes(timezones=st.none() | st.timezones()))
+def test_aware_keeps_an_aware_time_and_reads_a_naive_one_as_utc(value: datetime) -> None:
+    # When
+    made = aware(value)
+    # Then
+    assert made.tzinfo is not None
+    assert made.timestamp() == as_utc(value).timestamp()
+    if value.tzinfo is not None:
+        assert made is value

@@ -23,6 +23,12 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    """``value`` with a zone: a naive one is UTC, an aware one keeps its own (cheaper than
+    ``as_utc`` where the zone does not matter, as in a subtraction)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def iso_utc(value: datetime) -> str:
     """``value`` as JavaScript's ``toISOString`` writes it: UTC, milliseconds, ``Z``
     (``2026-11-29T22:09:29.000Z``). One width for every time, so timestamps sort as text;

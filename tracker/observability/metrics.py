@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from tracker.clock import utcnow
+from tracker.clock import aware, utcnow
 from tracker.consumer import TaskContext
 from tracker.delivery.decision import Decision
 from tracker.delivery.envelope import Envelope
@@ -315,9 +315,5 @@ class MetricsMiddleware(Middleware):
 
 
 def _moment(value: Any) -> datetime | None:
-    """A stored time as an aware datetime (naive ones are UTC); None when there is none.
-    Only for arithmetic: an aware one is kept in its zone, as converting costs more than
-    the rest of a claim's metrics."""
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    """A stored time, aware but in its own zone (it is only subtracted); None if none."""
+    return aware(value) if isinstance(value, datetime) else None
