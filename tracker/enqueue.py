@@ -33,7 +33,7 @@ from tracker.store.creation import (
 from tracker.store.errors import describe, is_store_error, is_transient
 from tracker.store.group_commit import GroupCommit
 from tracker.transport import Transport
-from tracker.validation import check_id, check_queue
+from tracker.validation import check_queue
 
 log = structlog.get_logger("tracker.publisher")
 
@@ -121,10 +121,8 @@ class Enqueuer:
         deduplicated), and whether that message is a resend of an active execution whose
         earlier publish was not confirmed."""
         check_queue(queue)
-        if task_id is not None:
-            check_id(task_id, "task_id")
         new = NewExecution(
-            task_id or f"{queue}:{random_uuid()}",
+            f"{queue}:{random_uuid()}" if task_id is None else task_id,
             queue,
             payload,
             # Known before the write, so that a write which may have been applied can be

@@ -4,7 +4,6 @@ changes. Pure data: the writes that apply the table are in ``tracker.store.trans
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -68,7 +67,6 @@ ENTERED_AT: Final[Mapping[TaskStatus, str]] = MappingProxyType(
 )
 
 
-@functools.cache  # every outcome's filter asks
 def sources(target: TaskStatus) -> frozenset[TaskStatus]:
     """The statuses from which ``target`` may be entered."""
     return frozenset(status for status, targets in TRANSITIONS.items() if target in targets)

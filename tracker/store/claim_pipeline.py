@@ -81,7 +81,7 @@ def claim_write(
     only a claimable execution and leaves any other unmatched. Half the size of
     ``claim_pipeline`` and no condition per field, for a batch of claims whose documents are
     read back afterwards anyway."""
-    if isinstance(connection.server_clock().now(), str):
+    if not connection.server_clock().in_memory:
         encoded = _encoded_claim(worker, lease, timeout, default_max_retries)
         return {"$expr": encoded.claimable}, [{"$set": encoded.fields(token)}]
     claimable, claimed_fields = _template(worker, lease, timeout, default_max_retries)

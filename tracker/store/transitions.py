@@ -192,7 +192,7 @@ async def _query(change: Transition) -> dict[str, Any] | TrackerError:
     return query
 
 
-@functools.cache
+@functools.cache  # every outcome's filter asks
 def _statuses_entering(target: TaskStatus) -> tuple[str, ...]:
     return tuple(sorted(status.value for status in sources(target)))
 
