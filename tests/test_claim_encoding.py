@@ -168,3 +168,59 @@ async def test_a_batch_of_encoded_claims_takes_what_is_claimable_and_nothing_els
     assert refused.document is not None
     assert refused.document["claimToken"] == "held"
     assert refused.document["claimedBy"] == "w-old"
+
+
+async def _fail_next_update(data: dict[str, Any]) -> Any:
+    client = connection.collection().database.client
+    await client.admin.command(
+        "configureFailPoint",
+        "failCommand",
+        mode={"times": 1},
+        data={"failCommands": ["update"], **data},
+    )
+    await client.admin.command("standinReset")
+    return client
+
+
+async def _commands(client: Any) -> dict[str, int]:
+    return dict((await client.admin.command("standinStats"))["commands"])
+
+
+async def test_an_encoded_batch_retried_by_the_client_claims_each_execution_once(
+    server_store: None,
+) -> None:
+    # Given: three queued executions, and the next update failing as a server stepping down
+    executions = [(f"t:retried-{n}", await _execution(f"t:retried-{n}")) for n in range(3)]
+    client = await _fail_next_update({"errorCode": 91, "errorLabels": ["RetryableWriteError"]})
+    # When: claimed in one batch, which the client sends again with the same bytes
+    claims = await claim_many([_request(task, execution) for task, execution in executions])
+    # Then: each is won under its own token, by the one retried write
+    assert (await _commands(client))["update"] == 2
+    for claim in claims:
+        assert not isinstance(claim, Exception)
+        assert claim.won
+        assert claim.document is not None
+        assert claim.document["claimToken"] == claim.token
+        assert [entry["message"] for entry in claim.document["history"]] == [
+            "enqueued",
+            "claimed",
+        ]
+
+
+async def test_an_encoded_batch_refused_whole_falls_back_to_claims_one_by_one(
+    server_store: None,
+) -> None:
+    # Given: three queued executions, and the next update refused for good
+    executions = [(f"t:refused-{n}", await _execution(f"t:refused-{n}")) for n in range(3)]
+    client = await _fail_next_update({"errorCode": 2})
+    # When
+    claims = await claim_many([_request(task, execution) for task, execution in executions])
+    # Then: nothing of the batch was applied, and each claim alone won
+    sent = await _commands(client)
+    assert sent["update"] == 1
+    assert sent["findAndModify"] == 3
+    for claim in claims:
+        assert not isinstance(claim, Exception)
+        assert claim.won
+        assert claim.document is not None
+        assert claim.document["claimToken"] == claim.token

@@ -27,7 +27,7 @@ from tracker.testing import STORE_METHODS
 
 pytestmark = pytest.mark.usefixtures("store")
 
-HOSTILE: list[Any] = [{"$ne": None}, ["a", "b"], 42, None]
+HOSTILE: list[Any] = [{"$ne": None}, ["a", "b"], 42, None, ""]
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ OPTIONAL = {
 }
 
 
-@pytest.mark.parametrize("bad", HOSTILE, ids=["mapping", "list", "int", "none"])
+@pytest.mark.parametrize("bad", HOSTILE, ids=["mapping", "list", "int", "none", "empty"])
 async def test_every_entry_point_refuses_what_is_not_an_id(bad: Any, no_query: list[str]) -> None:
     refused = []
     skipped = OPTIONAL if bad is None else set()
